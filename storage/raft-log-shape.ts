@@ -56,16 +56,12 @@ export class RaftLogShape {
   private terms: Term[]
   private commit: LogIndex
 
-  private constructor(restored: RestoredState) {
+  /** `restored` must have passed the store's load checks. */
+  constructor(restored: RestoredState) {
     this.snapshotIndex = restored.snapshot?.meta.index ?? (0 as LogIndex)
     this.snapshotTerm = restored.snapshot?.meta.term ?? (0 as Term)
     this.terms = restored.entries.map((entry) => entry.term)
     this.commit = restored.hardState.commit
-  }
-
-  /** `restored` must have passed the store's load checks. */
-  static of(restored: RestoredState): RaftLogShape {
-    return new RaftLogShape(restored)
   }
 
   get lastIndex(): LogIndex {
@@ -100,40 +96,36 @@ export class RaftLogShape {
 
   private installSnapshot(snapshot: Snapshot, operations: LevelOperation[]): void {
     const { index, term } = snapshot.meta
-    const problem = snapshotMetaProblem(snapshot.meta)
-    assert(problem === null, `installed snapshot: ${problem}`)
     assert(index >= this.snapshotIndex, `snapshot ${index} is older than ${this.snapshotIndex}`)
     // Entries after the snapshot survive only if the log agrees with it at its index.
-    const keepsLater = this.termAt(index) === term
-    this.dropPrefix(keepsLater ? index : this.lastIndex, operations)
-    this.snapshotIndex = index
-    this.snapshotTerm = term
-    this.terms = keepsLater ? this.terms : []
-    operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshot(snapshot) })
+    const agrees = this.termAt(index) === term
+    this.replaceSnapshot(snapshot, agrees ? index : this.lastIndex, operations)
   }
 
   private compact(snapshot: Snapshot, operations: LevelOperation[]): void {
     const { index, term } = snapshot.meta
-    const problem = snapshotMetaProblem(snapshot.meta)
-    assert(problem === null, `compaction: ${problem}`)
-    assert(index >= this.snapshotIndex, `compaction ${index} is older than ${this.snapshotIndex}`)
-    assert(index <= this.lastIndex, `compaction ${index} is beyond the last index`)
+    assert(
+      index >= this.snapshotIndex && index <= this.lastIndex,
+      `compaction ${index} outside the log ${this.snapshotIndex}..${this.lastIndex}`,
+    )
     assert(this.termAt(index) === term, `compaction ${index} has term ${term}, the log another`)
-    this.dropPrefix(index, operations)
-    this.snapshotIndex = index
-    this.snapshotTerm = term
-    operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshot(snapshot) })
+    this.replaceSnapshot(snapshot, index, operations)
   }
 
-  /** Deletes the entries from the snapshot point up to `throughIndex`. */
-  private dropPrefix(throughIndex: LogIndex, operations: LevelOperation[]): void {
-    for (
-      let index = this.snapshotIndex + 1;
-      index <= throughIndex && index <= this.lastIndex;
-      index++
-    )
+  /** Stores `snapshot` and deletes the entries up to `dropThrough` (at most the last index). */
+  private replaceSnapshot(
+    snapshot: Snapshot,
+    dropThrough: number,
+    operations: LevelOperation[],
+  ): void {
+    const problem = snapshotMetaProblem(snapshot.meta)
+    assert(problem === null, `snapshot: ${problem}`)
+    for (let index = this.snapshotIndex + 1; index <= dropThrough; index++)
       operations.push({ type: 'del', key: entryKey(index as LogIndex) })
-    this.terms.splice(0, Math.max(0, throughIndex - this.snapshotIndex))
+    this.terms.splice(0, dropThrough - this.snapshotIndex)
+    this.snapshotIndex = snapshot.meta.index
+    this.snapshotTerm = snapshot.meta.term
+    operations.push({ type: 'put', key: SNAPSHOT_KEY, value: encodeSnapshot(snapshot) })
   }
 
   private append(entries: readonly Entry[], operations: LevelOperation[]): void {

@@ -53,7 +53,7 @@ export class RaftLogStore implements RaftStorage {
   private writesInFlight = 0
   /** Writes run one after another from this chain, which never rejects. */
   private tail: Promise<void> = Promise.resolve()
-  /** Once a write fails, the shape no longer matches the disk: every later write fails too. */
+  /** Once a write fails, the shape may no longer match the disk: every later write fails too, until reopened. */
   private failure: Error | null = null
 
   private constructor(
@@ -87,7 +87,7 @@ export class RaftLogStore implements RaftStorage {
     this.loading = true
     try {
       const restored = await this.readAll()
-      this.shape = RaftLogShape.of(restored)
+      this.shape = new RaftLogShape(restored)
       return restored
     } finally {
       this.loading = false
@@ -155,7 +155,8 @@ export class RaftLogStore implements RaftStorage {
         const where = `${this.name}: ${describeKey(key)}`
         if (parsed.kind === 'hardState') hardState = decodeHardState(value, where)
         else if (parsed.kind === 'snapshot') snapshot = decodeSnapshot(value, where)
-        else if (parsed.kind === 'entry') entries.push(this.nextEntry(entries, parsed.index, value))
+        else if (parsed.kind === 'entry')
+          entries.push(nextEntry(entries, parsed.index, value, where))
         else throw ClusterError.corruptStore(`${where}: not a key this store writes`)
       }
     } catch (error) {
@@ -164,22 +165,6 @@ export class RaftLogStore implements RaftStorage {
     const restored = { hardState: hardState ?? EMPTY_HARD_STATE, entries, snapshot }
     this.checkWhole(restored)
     return restored
-  }
-
-  /** Decodes the entry at `index`, checked against the entries before it (keys arrive in index order). */
-  private nextEntry(entries: readonly Entry[], index: LogIndex, value: Uint8Array): Entry {
-    const where = `${this.name}: entry ${index}`
-    const entry = decodeEntry(value, where)
-    const previous = entries.at(-1)
-    const corrupt = (problem: string) => ClusterError.corruptStore(`${where}: ${problem}`)
-    if (entry.index !== index) throw corrupt(`the record holds index ${entry.index}`)
-    if (entry.term < 1) throw corrupt(`term ${entry.term}`)
-    if (entries.length >= LOG_ENTRIES_MAX) throw corrupt(`more than ${LOG_ENTRIES_MAX} entries`)
-    if (previous !== undefined && index !== previous.index + 1)
-      throw corrupt(`gap: the entry before it is ${previous.index}`)
-    if (previous !== undefined && entry.term < previous.term)
-      throw corrupt(`term ${entry.term} after term ${previous.term} at entry ${previous.index}`)
-    return entry
   }
 
   private checkWhole({ hardState, entries, snapshot }: RestoredState): void {
@@ -191,12 +176,34 @@ export class RaftLogStore implements RaftStorage {
     if (first !== undefined && first.index !== snapshotIndex + 1)
       throw corrupt(`entry ${first.index}: the first entry must be ${snapshotIndex + 1}`)
     if (first !== undefined && snapshot !== null && first.term < snapshot.meta.term)
-      throw corrupt(`entry ${first.index}: term ${first.term} below snapshot term`)
+      throw corrupt(
+        `entry ${first.index}: term ${first.term} is below the snapshot's ${snapshot.meta.term}`,
+      )
     const lastIndex = entries.at(-1)?.index ?? snapshotIndex
     if (hardState.commit > lastIndex)
       throw corrupt(`hard state: commit ${hardState.commit} is beyond the last index ${lastIndex}`)
     if (hardState.vote === '') throw corrupt('hard state: a vote for an empty node id')
   }
+}
+
+/** Decodes the entry at `index`, checked against the entries before it (keys arrive in index order). */
+function nextEntry(
+  entries: readonly Entry[],
+  index: LogIndex,
+  value: Uint8Array,
+  where: string,
+): Entry {
+  const entry = decodeEntry(value, where)
+  const previous = entries.at(-1)
+  const corrupt = (problem: string) => ClusterError.corruptStore(`${where}: ${problem}`)
+  if (entry.index !== index) throw corrupt(`the record holds index ${entry.index}`)
+  if (entry.term < 1) throw corrupt(`term ${entry.term}`)
+  if (entries.length >= LOG_ENTRIES_MAX) throw corrupt(`more than ${LOG_ENTRIES_MAX} entries`)
+  if (previous !== undefined && index !== previous.index + 1)
+    throw corrupt(`gap: the entry before it is ${previous.index}`)
+  if (previous !== undefined && entry.term < previous.term)
+    throw corrupt(`term ${entry.term} after term ${previous.term} at entry ${previous.index}`)
+  return entry
 }
 
 /** Keeps our own errors; maps LevelDB's corruption to CORRUPT_STORE and anything else to IO_ERROR. */

@@ -7,7 +7,8 @@ import { MemoryLevel } from 'memory-level'
 import { AssertionFailure } from '../../consensus/assert.ts'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { Entry, LogIndex, RestoredState } from '../../consensus/types.ts'
-import { RaftLogStore } from '../../storage/raft-log-store.ts'
+import { RaftLogStore, WRITES_IN_FLIGHT_MAX } from '../../storage/raft-log-store.ts'
+import { WRITE_ENTRIES_MAX } from '../../storage/raft-log-shape.ts'
 import {
   encodeEntry,
   encodeHardState,
@@ -28,16 +29,34 @@ interface Harness {
   reopen(): Promise<RestoredState>
 }
 
-type Backend = (body: (harness: Harness) => Promise<void>) => Promise<void>
+/** Where a store's data lives: `open` may be called again after the store is closed. */
+interface Backend {
+  open(): Promise<RaftLogStore>
+  dispose(): Promise<void>
+}
 
-const backends: Record<string, Backend> = {
-  'memory-level': async (body) => {
+const backends: Record<string, () => Promise<Backend>> = {
+  'memory-level': async () => {
     const db = new MemoryLevel()
+    return { open: () => RaftLogStore.fromLevel(db), dispose: async () => {} }
+  },
+  'classic-level': async () => {
+    const directory = await makeTempDir()
+    return { open: () => RaftLogStore.open(directory), dispose: () => removeDir(directory) }
+  },
+}
+
+async function withBackend(
+  makeBackend: () => Promise<Backend>,
+  body: (harness: Harness) => Promise<void>,
+): Promise<void> {
+  const backend = await makeBackend()
+  try {
     const harness: Harness = {
-      store: await RaftLogStore.fromLevel(db),
+      store: await backend.open(),
       async reopen() {
         await harness.store.close()
-        harness.store = await RaftLogStore.fromLevel(db)
+        harness.store = await backend.open()
         return harness.store.load()
       },
     }
@@ -46,32 +65,16 @@ const backends: Record<string, Backend> = {
     } finally {
       await harness.store.close()
     }
-  },
-  'classic-level': async (body) => {
-    const directory = await makeTempDir()
-    try {
-      const harness: Harness = {
-        store: await RaftLogStore.open(directory),
-        async reopen() {
-          await harness.store.close()
-          harness.store = await RaftLogStore.open(directory)
-          return harness.store.load()
-        },
-      }
-      try {
-        await body(harness)
-      } finally {
-        await harness.store.close()
-      }
-    } finally {
-      await removeDir(directory)
-    }
-  },
+  } finally {
+    await backend.dispose()
+  }
 }
 
 const EMPTY: RestoredState = { hardState: hardState(0, null, 0), entries: [], snapshot: null }
 
-for (const [name, withStore] of Object.entries(backends)) {
+for (const [name, makeBackend] of Object.entries(backends)) {
+  const withStore = (body: (harness: Harness) => Promise<void>) => withBackend(makeBackend, body)
+
   test(`${name}: an empty store loads as term 0, no vote, commit 0, nothing else`, () =>
     withStore(async ({ store }) => {
       assert.equal(await store.load(), EMPTY)
@@ -218,6 +221,7 @@ const contractBreaches: Record<string, Parameters<typeof batch>[0]> = {
   'a commit beyond the log': { hardState: hardState(2, 'n1', 4) },
   'a truncation below the commit': { entries: [entry(1, 3)] },
   'an inconsistent snapshot': { snapshot: snapshot(5, 3, ['n1'], ['n1']) },
+  'more entries than one write may append': { entries: entries(4, 4 + WRITE_ENTRIES_MAX, 2) },
 }
 
 for (const [breach, parts] of Object.entries(contractBreaches)) {
@@ -258,8 +262,21 @@ test('a failed database write gives IO_ERROR to it and to every write after it, 
     outcomes.push(`${label} ${isClusterError(error, 'IO_ERROR') ? 'IO_ERROR' : String(error)}`)
   store.write(batch({ entries: [entry(1, 1)] }), true, record('first'))
   store.write(batch({ entries: [entry(2, 1)] }), true, record('second'))
-  await new Promise<void>((resolve) => store.write(batch({}), false, () => resolve()))
+  await store.close()
   assert.equal(outcomes, ['first IO_ERROR', 'second IO_ERROR'])
+})
+
+test(`more than ${WRITES_IN_FLIGHT_MAX} writes in flight is a programmer error`, async () => {
+  const store = await loadedMemoryStore()
+  const queued: Promise<void>[] = []
+  for (let count = 0; count < WRITES_IN_FLIGHT_MAX; count++)
+    queued.push(write(store, { hardState: hardState(3, null, 2) }, false))
+  assert.throws(
+    () => store.write(batch({ hardState: hardState(3, null, 2) }), false, () => {}),
+    new RegExp(`more than ${WRITES_IN_FLIGHT_MAX} writes`),
+  )
+  await Promise.all(queued)
+  await store.close()
 })
 
 test('opening a directory another store holds fails with IO_ERROR naming it', async () => {
@@ -359,7 +376,7 @@ const damages: Record<string, [Damage, RegExp]> = {
   'an entry of term 0': [put(at(3), encodeEntry(entry(3, 0))), /: entry 3: term 0/],
   'a first entry below the snapshot term': [
     put(SNAPSHOT_KEY, encodeSnapshot(snapshot(2, 3))),
-    /: entry 3: term 2 below snapshot term/,
+    /: entry 3: term 2 is below the snapshot's 3/,
   ],
   'a commit beyond the log': [
     put(HARD_STATE_KEY, encodeHardState(hardState(3, 'n1', 9))),
