@@ -4,6 +4,8 @@
 // whole log, and reports anything wrong as CORRUPT_STORE rather than repairing it.
 import type { AbstractBatchOptions } from 'abstract-level'
 import { ClassicLevel } from 'classic-level'
+import { open as openFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { assert } from '../consensus/assert.ts'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type {
@@ -15,10 +17,13 @@ import type {
   Term,
 } from '../consensus/types.ts'
 import {
+  DAMAGE_NOTE_KEY,
+  decodeDamageNote,
   decodeEntry,
   decodeHardState,
   decodeSnapshot,
   describeKey,
+  encodeDamageNote,
   parseKey,
 } from './raft-record-codec.ts'
 import { LOG_ENTRIES_MAX, RaftLogShape, snapshotMetaProblem } from './raft-log-shape.ts'
@@ -27,6 +32,10 @@ import type { RaftStorage, RaftWriteBatch } from './raft-storage.ts'
 
 /** The most writes queued or in progress; the driver waits for `done` long before this. */
 export const WRITES_IN_FLIGHT_MAX = 1024
+/** How much of LevelDB's info log is searched; the messages of recovery come first. */
+const LEVELDB_INFO_LOG_BYTES_MAX = 1024 * 1024
+/** What LevelDB's info log says when recovery skipped a damaged write-ahead-log record. */
+const LEVELDB_DROPPED_PATTERN = /dropping \d+ bytes; Corruption: [^\n]*/
 
 const BYTES = { keyEncoding: 'view', valueEncoding: 'view' } as const
 
@@ -63,7 +72,17 @@ export class RaftLogStore implements RaftStorage {
 
   /** Opens (creating if missing) a classic-level database at `directory`. */
   static async open(directory: string): Promise<RaftLogStore> {
-    return RaftLogStore.openLevel(new ClassicLevel(directory), `raft log store ${directory}`)
+    const store = await RaftLogStore.openLevel(
+      new ClassicLevel(directory),
+      `raft log store ${directory}`,
+    )
+    try {
+      await store.noteDroppedData(directory)
+    } catch (error) {
+      await store.close()
+      throw error
+    }
+    return store
   }
 
   /** Takes over `db` (opening it if needed); close() closes it. */
@@ -129,6 +148,34 @@ export class RaftLogStore implements RaftStorage {
     return this.closing
   }
 
+  /**
+   * classic-level runs LevelDB without paranoid checks: when it opens, LevelDB skips a damaged
+   * write-ahead-log record (and what follows it in that block), says so only in its info log,
+   * then deletes the log. Acknowledged writes would vanish without a trace, so the store
+   * looks at the info log of this open and leaves a note that every later load() reports.
+   */
+  private async noteDroppedData(directory: string): Promise<void> {
+    let text: string
+    try {
+      const file = await openFile(join(directory, 'LOG'))
+      try {
+        const buffer = Buffer.alloc(LEVELDB_INFO_LOG_BYTES_MAX)
+        const { bytesRead } = await file.read(buffer, 0, buffer.length, 0)
+        text = buffer.toString('utf8', 0, bytesRead)
+      } finally {
+        await file.close()
+      }
+    } catch (error) {
+      throw ClusterError.io(`${this.name}: cannot read LevelDB's info log`, error)
+    }
+    const dropped = LEVELDB_DROPPED_PATTERN.exec(text)
+    if (dropped === null) return
+    const note = encodeDamageNote(`LevelDB dropped data when it opened the store: ${dropped[0]}`)
+    const operations: LevelOperation[] = [{ type: 'put', key: DAMAGE_NOTE_KEY, value: note }]
+    const failure = await this.commit(operations, true)
+    if (failure !== null) throw failure
+  }
+
   private async commit(operations: LevelOperation[], sync: boolean): Promise<Error | null> {
     if (this.failure !== null) return this.failure
     try {
@@ -157,6 +204,8 @@ export class RaftLogStore implements RaftStorage {
         else if (parsed.kind === 'snapshot') snapshot = decodeSnapshot(value, where)
         else if (parsed.kind === 'entry')
           entries.push(nextEntry(entries, parsed.index, value, where))
+        else if (parsed.kind === 'damageNote')
+          throw ClusterError.corruptStore(`${this.name}: ${decodeDamageNote(value, where)}`)
         else throw ClusterError.corruptStore(`${where}: not a key this store writes`)
       }
     } catch (error) {

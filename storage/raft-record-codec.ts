@@ -20,6 +20,7 @@ import type {
 
 export const RECORD_FORMAT_VERSION = 1
 
+const KEY_PREFIX_DAMAGE_NOTE = 0x21 // '!': sorts first, so load() meets it first
 const KEY_PREFIX_ENTRY = 0x65 // 'e'
 const KEY_PREFIX_HARD_STATE = 0x68 // 'h'
 const KEY_PREFIX_SNAPSHOT = 0x73 // 's'
@@ -28,6 +29,7 @@ const ENTRY_KEY_BYTES = 9
 const RECORD_TYPE_HARD_STATE = 1
 const RECORD_TYPE_SNAPSHOT = 2
 const RECORD_TYPE_ENTRY = 3
+const RECORD_TYPE_DAMAGE_NOTE = 4
 
 const HEADER_BYTES = 2
 const CHECKSUM_BYTES = 4
@@ -41,6 +43,8 @@ const ENTRY_KINDS: readonly EntryKind[] = ['command', 'config', 'noop']
 
 export const HARD_STATE_KEY = Uint8Array.of(KEY_PREFIX_HARD_STATE)
 export const SNAPSHOT_KEY = Uint8Array.of(KEY_PREFIX_SNAPSHOT)
+/** Where the store notes damage that LevelDB skipped over, so that every later load reports it. */
+export const DAMAGE_NOTE_KEY = Uint8Array.of(KEY_PREFIX_DAMAGE_NOTE)
 
 export function entryKey(index: LogIndex): Uint8Array {
   assert(Number.isSafeInteger(index) && index >= 0, `entry key for index ${index}`)
@@ -56,11 +60,13 @@ export type ParsedKey =
   | { readonly kind: 'hardState' }
   | { readonly kind: 'snapshot' }
   | { readonly kind: 'entry'; readonly index: LogIndex }
+  | { readonly kind: 'damageNote' }
   | { readonly kind: 'unknown' }
 
 export function parseKey(key: Uint8Array): ParsedKey {
   if (key.length === 1 && key[0] === KEY_PREFIX_HARD_STATE) return { kind: 'hardState' }
   if (key.length === 1 && key[0] === KEY_PREFIX_SNAPSHOT) return { kind: 'snapshot' }
+  if (key.length === 1 && key[0] === KEY_PREFIX_DAMAGE_NOTE) return { kind: 'damageNote' }
   if (key.length === ENTRY_KEY_BYTES && key[0] === KEY_PREFIX_ENTRY) {
     const view = new DataView(key.buffer, key.byteOffset, key.byteLength)
     const index = view.getUint32(1) * UINT32_LIMIT + view.getUint32(5)
@@ -79,6 +85,8 @@ export function describeKey(key: Uint8Array): string {
       return 'snapshot'
     case 'entry':
       return `entry ${parsed.index}`
+    case 'damageNote':
+      return 'damage note'
     case 'unknown':
       return `unknown key 0x${Buffer.from(key).toString('hex')}`
   }
@@ -197,6 +205,13 @@ export function encodeEntry(entry: Entry): Uint8Array {
   return writer.finish()
 }
 
+export function encodeDamageNote(text: string): Uint8Array {
+  const bytes = textEncoder.encode(text)
+  const writer = new RecordWriter(RECORD_TYPE_DAMAGE_NOTE, 4 + bytes.length)
+  writer.blob(bytes)
+  return writer.finish()
+}
+
 // ---- decoding ------------------------------------------------------------------------------
 
 /** Reads fields of a record whose checksum has been verified; any overrun is corruption. */
@@ -258,13 +273,17 @@ class RecordReader {
     const nodes: NodeId[] = []
     for (let position = 0; position < count; position++) {
       const bytes = this.raw(this.u16(`${field} id length`), `${field} id`)
-      try {
-        nodes.push(textDecoder.decode(bytes) as NodeId)
-      } catch {
-        throw this.corrupt(`${field} id ${position} is not valid UTF-8`)
-      }
+      nodes.push(this.text(bytes, `${field} id ${position}`) as NodeId)
     }
     return nodes
+  }
+
+  text(bytes: Uint8Array, field: string): string {
+    try {
+      return textDecoder.decode(bytes)
+    } catch {
+      throw this.corrupt(`${field} is not valid UTF-8`)
+    }
   }
 
   end(): void {
@@ -324,4 +343,11 @@ export function decodeEntry(bytes: Uint8Array, where: string): Entry {
   const kind = ENTRY_KINDS[kindCode]
   if (kind === undefined) throw reader.corrupt(`unknown entry kind ${kindCode}`)
   return { index, term, kind, data }
+}
+
+export function decodeDamageNote(bytes: Uint8Array, where: string): string {
+  const reader = openRecord(bytes, RECORD_TYPE_DAMAGE_NOTE, where)
+  const text = reader.text(reader.blob('text'), 'the text')
+  reader.end()
+  return text
 }

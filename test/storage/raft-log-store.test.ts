@@ -2,6 +2,8 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { crc32 } from 'node:zlib'
 import { randomBytes } from 'node:crypto'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { MemoryLevel } from 'memory-level'
 import { AssertionFailure } from '../../consensus/assert.ts'
@@ -474,6 +476,31 @@ test('classic-level: a record damaged on disk is reported after a reopen', async
     await reopened.close()
     assert.ok(isClusterError(error, 'CORRUPT_STORE'), String(error))
     assert.match(error.message, new RegExp(`raft log store ${directory}: entry 2: checksum`))
+  } finally {
+    await removeDir(directory)
+  }
+})
+
+test('classic-level: a write-ahead-log record LevelDB skips as damaged is reported on every later load', async () => {
+  const directory = await makeTempDir()
+  try {
+    const store = await RaftLogStore.open(directory)
+    await store.load()
+    for (let index = 1; index <= 5; index++)
+      await write(store, { entries: [entry(index, 1)], hardState: hardState(1, null, index) })
+    await store.close()
+    // The batches are still only in LevelDB's write-ahead log: damage its middle.
+    const logName = (await readdir(directory)).find((name) => name.endsWith('.log'))!
+    const bytes = await readFile(join(directory, logName))
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff
+    await writeFile(join(directory, logName), bytes)
+    for (const attempt of ['first', 'second']) {
+      const reopened = await RaftLogStore.open(directory)
+      const error = await reopened.load().catch((error) => error)
+      await reopened.close()
+      assert.ok(isClusterError(error, 'CORRUPT_STORE'), `${attempt} open: ${String(error)}`)
+      assert.match(error.message, /LevelDB dropped data .*Corruption: checksum mismatch/)
+    }
   } finally {
     await removeDir(directory)
   }
