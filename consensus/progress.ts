@@ -120,11 +120,13 @@ export class Progress {
    * False for a stale rejection, which changes nothing.
    */
   maybeDecreaseTo(rejected: LogIndex, matchHint: LogIndex): boolean {
+    // The follower already confirmed everything up to match in this term.
+    if (rejected <= this.match) return false
     if (this.state === 'replicate') {
-      if (rejected <= this.match) return false
       this.next = logIndex(this.match + 1)
       return true
     }
+    // A probe goes out one at a time: an answer to any other is stale.
     if (this.next - 1 !== rejected) return false
     this.next = logIndex(Math.max(Math.min(rejected, matchHint + 1), this.match + 1))
     this.probeSent = false

@@ -343,9 +343,10 @@ export class RaftCore {
     if (message.type === 'preVoteResponse' && message.granted) return true
     const fromLeader =
       message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshot'
-    // Beyond etcd: while in lease, not even a stale answer may move this node to a later term
-    // without a leader, where it would be free to vote.
-    if (!fromLeader && this.#inLease()) return false
+    // Beyond etcd: while a follower keeps its lease promise, not even a stale answer may move
+    // it to a later term without a leader, where it would be free to vote. (A leader promised
+    // nothing to anyone else: it learns the newer term and steps down.)
+    if (!fromLeader && this.#role !== 'leader' && this.#inLease()) return false
     this.#becomeFollower(message.term, fromLeader ? message.from : null)
     return true
   }
