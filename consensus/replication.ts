@@ -224,6 +224,13 @@ export class LeaderReplication {
 
   #handleRejection(message: AppendResponse, progress: Progress): void {
     const { log } = this.#host
+    // Logs always agree at and below a snapshot, so a follower that refuses the current probe
+    // there has no state at all (a new node): it needs the snapshot.
+    const probed = progress.state === 'probe' && progress.next - 1 === message.index
+    if (probed && message.index <= log.snapshotIndex() && log.hasSnapshot) {
+      this.#sendSnapshot(message.from, progress)
+      return
+    }
     // etcd's leader-side jump: no entry of ours with a term above the follower's hint term can match.
     const matchHint =
       message.hintTerm > 0
@@ -231,12 +238,6 @@ export class LeaderReplication {
         : message.hintIndex
     if (!progress.maybeDecreaseTo(message.index, matchHint)) return
     if (progress.state === 'replicate') progress.becomeProbe()
-    // Logs always agree at and below a snapshot, so a follower that refuses a probe there
-    // has no state at all (a new node): it needs the snapshot.
-    if (message.index <= log.snapshotIndex() && log.hasSnapshot) {
-      this.#sendSnapshot(message.from, progress)
-      return
-    }
     this.sendAppend(message.from, true)
   }
 

@@ -366,9 +366,9 @@ export class Network {
   }
 
   /** Messages sent so far of one type, optionally from one node. */
-  sentOf<T extends Message['type']>(type: T, from?: string): Extract<Message, { type: T }>[] {
+  sentOf<T extends Message['type']>(type: T, from?: string): (Message & { type: T })[] {
     return this.sent.filter(
-      (message): message is Extract<Message, { type: T }> =>
+      (message): message is Message & { type: T } =>
         message.type === type && (from === undefined || message.from === from),
     )
   }
