@@ -232,6 +232,7 @@ export class RaftLog {
 
   /** Called on advance: every entry handed out so far (and still in the log) is durable now. */
   markStable(): void {
+    assert(this.#handedOut <= this.lastIndex(), 'stable index beyond the last index')
     this.#stable = this.#handedOut
   }
 
@@ -249,6 +250,10 @@ export class RaftLog {
   }
 
   markApplied(): void {
+    assert(
+      this.#applying <= this.#commit,
+      `applying ${this.#applying} beyond commit ${this.#commit}`,
+    )
     this.#applied = this.#applying
   }
 

@@ -145,6 +145,50 @@ test('a stale answer from an earlier term changes nothing at the leader', () => 
   assert.is(network.core(leader).softState().role, 'leader')
 })
 
+test('proposals beyond the bounds are refused: ENTRY_TOO_LARGE, TOO_MANY_UNCOMMITTED, NOT_LEADER', () => {
+  const network = Network.create(['a', 'b', 'c'], () => ({
+    maxEntryBytes: 8,
+    maxUncommittedEntries: 3,
+  }))
+  network.campaign('a')
+  const leader = network.core('a')
+  assert.equal(leader.propose(new Uint8Array(9)), {
+    ok: false,
+    code: 'ENTRY_TOO_LARGE',
+    leader: 'a',
+  })
+  network.isolate('b')
+  network.isolate('c')
+  for (let index = 0; index < 3; index++) assert.ok(leader.propose(new Uint8Array(8)).ok)
+  assert.equal(leader.propose(new Uint8Array(1)), {
+    ok: false,
+    code: 'TOO_MANY_UNCOMMITTED',
+    leader: 'a',
+  })
+  assert.equal(network.core('b').propose(new Uint8Array(1)), {
+    ok: false,
+    code: 'NOT_LEADER',
+    leader: 'a',
+  })
+  network.recover()
+  network.tick(1)
+  assert.ok(leader.propose(new Uint8Array(1)).ok, 'accepted again once committed')
+})
+
+test('a follower never has more than maxInflightAppends appends unanswered', () => {
+  const network = Network.create(['a', 'b', 'c'], () => ({
+    maxEntriesPerAppend: 1,
+    maxInflightAppends: 4,
+  }))
+  network.campaign('a')
+  network.filter = (message) => message.type !== 'appendResponse' || message.from !== 'b'
+  for (let index = 0; index < 10; index++) network.core('a').propose(new Uint8Array([index]))
+  const toB = network
+    .takeQueued()
+    .filter((message) => message.type === 'append' && message.to === 'b')
+  assert.is(toB.length, 4)
+})
+
 test('under random loss, duplication, reordering, partitions and restarts, no two leaders share a term and applied entries agree', () => {
   for (let seed = 1; seed <= 6; seed++) runFaultySchedule(seed)
 })
