@@ -12,35 +12,10 @@ import {
   fixedRandom,
   ids,
   restoredWith,
+  voteRequest,
 } from './helpers/network.ts'
 
 const E = 10
-
-const voteRequest = (
-  from: string,
-  to: string,
-  requestTerm: number,
-  lastLogIndex: number,
-  lastLogTerm: number,
-  type: 'vote' | 'preVote' = 'vote',
-): Message => ({
-  type,
-  from: nodeId(from),
-  to: nodeId(to),
-  term: term(requestTerm),
-  lastLogIndex: logIndex(lastLogIndex),
-  lastLogTerm: term(lastLogTerm),
-  transfer: null,
-})
-
-/** The answers a node gives in its next Ready. */
-function answersOf(network: Network, name: string): Message[] {
-  const core = network.core(name)
-  if (!core.hasReady()) return []
-  const ready = core.ready()
-  core.advance(ready)
-  return [...ready.messages]
-}
 
 test('a single node elects itself once its election timeout, in [E, 2E), has passed', () => {
   const network = Network.create(['a'])
@@ -95,9 +70,9 @@ test('split votes: identical timeouts split forever, randomised ones elect a lea
 test('a voter grants at most one vote per term, first come first served', () => {
   const network = Network.create(['a', 'b', 'c'])
   const voter = network.core('a')
-  voter.step(voteRequest('b', 'a', 1, 0, 0))
-  voter.step(voteRequest('c', 'a', 1, 0, 0))
-  const answers = answersOf(network, 'a')
+  voter.step(voteRequest('vote', 'b', 'a', 1, [0, 0]))
+  voter.step(voteRequest('vote', 'c', 'a', 1, [0, 0]))
+  const answers = network.answersOf('a')
   assert.equal(
     answers.map((answer) => answer.type === 'voteResponse' && [answer.to, answer.granted]),
     [
@@ -121,8 +96,8 @@ test('a voter refuses a candidate whose log is less up to date (§5.4.1)', () =>
   ]
   network.tickNode('a', E) // past the restart promise (see lease.test.ts)
   for (const [index, [lastIndex, lastTerm, granted]] of cases.entries()) {
-    network.core('a').step(voteRequest('b', 'a', 3 + index, lastIndex, lastTerm))
-    const answer = answersOf(network, 'a').find((message) => message.type === 'voteResponse')
+    network.core('a').step(voteRequest('vote', 'b', 'a', 3 + index, [lastIndex, lastTerm]))
+    const answer = network.answersOf('a').find((message) => message.type === 'voteResponse')
     assert.ok(answer?.type === 'voteResponse' && answer.granted === granted, `case ${index}`)
   }
 })
@@ -133,8 +108,8 @@ test("planted bug 'voteForShorterLog': the voter grants a candidate with a short
   const restored = restoredWith(voters, entriesWithTerms([1, 1, 2]), { term: term(2) })
   network.add(nodeId('a'), restored, { plantedBug: 'voteForShorterLog' })
   network.tickNode('a', E)
-  network.core('a').step(voteRequest('b', 'a', 3, 1, 1))
-  const answer = answersOf(network, 'a').find((message) => message.type === 'voteResponse')
+  network.core('a').step(voteRequest('vote', 'b', 'a', 3, [1, 1]))
+  const answer = network.answersOf('a').find((message) => message.type === 'voteResponse')
   assert.ok(answer?.type === 'voteResponse' && answer.granted)
 })
 
@@ -272,11 +247,11 @@ test('invalid messages are dropped and counted, never thrown', () => {
   const network = Network.create(['a', 'b', 'c'])
   const core = network.core('a')
   const bad: Message[] = [
-    { ...voteRequest('b', 'z', 1, 0, 0) }, // not for this node
-    { ...voteRequest('a', 'a', 1, 0, 0) }, // from itself
-    { ...voteRequest('b', 'a', 0, 0, 0) }, // a vote at term 0
-    { ...voteRequest('b', 'a', -1, 0, 0) },
-    { ...voteRequest('', 'a', 1, 0, 0) },
+    { ...voteRequest('vote', 'b', 'z', 1, [0, 0]) }, // not for this node
+    { ...voteRequest('vote', 'a', 'a', 1, [0, 0]) }, // from itself
+    { ...voteRequest('vote', 'b', 'a', 0, [0, 0]) }, // a vote at term 0
+    { ...voteRequest('vote', 'b', 'a', -1, [0, 0]) },
+    { ...voteRequest('vote', '', 'a', 1, [0, 0]) },
     {
       type: 'append',
       from: nodeId('b'),

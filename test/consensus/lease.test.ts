@@ -5,44 +5,30 @@ import * as assert from 'uvu/assert'
 import { leaseTicksFor } from '../../consensus/lease.ts'
 import { validateRaftOptions } from '../../consensus/raft-options.ts'
 import type { Message } from '../../consensus/types.ts'
-import { logIndex, nodeId, term } from '../../consensus/types.ts'
-import { Network, fixedRandom, ids, restoredWith, testOptions } from './helpers/network.ts'
+import { nodeId, term } from '../../consensus/types.ts'
+import {
+  Network,
+  fixedRandom,
+  grants,
+  ids,
+  restoredWith,
+  testOptions,
+  voteRequest,
+} from './helpers/network.ts'
 
 const E = 10
 const LEASE_TICKS = 6 // floor((10 - 1) × 0.9 / 1.1) - 1
 
-const request = (
-  type: 'preVote' | 'vote',
-  from: string,
-  to: string,
-  requestTerm: number,
-): Message => ({
-  type,
-  from: nodeId(from),
-  to: nodeId(to),
-  term: term(requestTerm),
-  lastLogIndex: logIndex(100),
-  lastLogTerm: term(requestTerm - 1),
-  transfer: null,
-})
 const preVote = (from: string, to: string, requestTerm: number): Message =>
-  request('preVote', from, to, requestTerm)
+  voteRequest('preVote', from, to, requestTerm, [100, requestTerm - 1])
 const vote = (from: string, to: string, requestTerm: number): Message =>
-  request('vote', from, to, requestTerm)
+  voteRequest('vote', from, to, requestTerm, [100, requestTerm - 1])
 
 /** A leader `a` of term 1 with followers b and c that heard from it just now. */
 function clusterWithLeader(options: Parameters<typeof Network.create>[1] = () => ({})): Network {
   const network = Network.create(['a', 'b', 'c'], options)
   network.campaign('a')
   return network
-}
-
-function answersOf(network: Network, name: string): Message[] {
-  const core = network.core(name)
-  if (!core.hasReady()) return []
-  const ready = core.ready()
-  core.advance(ready)
-  return [...ready.messages]
 }
 
 test('leaseTicks = floor((E - 1)(1 - d) / (1 + d)) - 1, and options that leave no lease are refused', () => {
@@ -87,7 +73,7 @@ test('a follower that heard from the leader within E ticks ignores vote and preV
   const follower = network.core('b')
   follower.step(preVote('c', 'b', 2))
   follower.step(vote('c', 'b', 2))
-  assert.equal(answersOf(network, 'b'), [])
+  assert.equal(network.answersOf('b'), [])
   assert.equal(follower.hardState(), { term: 1, vote: 'a', commit: 1 })
 })
 
@@ -96,14 +82,11 @@ test('once E ticks pass without the leader, the follower answers vote requests a
   network.isolate('a')
   network.tickNode('b', E - 1)
   network.core('b').step(preVote('c', 'b', 2))
-  assert.equal(answersOf(network, 'b'), [], 'still in lease at E - 1 ticks')
+  assert.equal(network.answersOf('b'), [], 'still in lease at E - 1 ticks')
   network.tickNode('b')
   network.core('b').step(preVote('c', 'b', 2))
-  const answers = answersOf(network, 'b')
-  assert.equal(
-    answers.map((message) => message.type === 'preVoteResponse' && message.granted),
-    [true],
-  )
+  const answers = network.answersOf('b')
+  assert.equal(grants(answers), [true])
 })
 
 test('in lease, a stale answer from a later term does not move a follower to that term', () => {
@@ -126,46 +109,34 @@ test('a restarted node ignores vote requests for its first E ticks, since it may
   })
   node.core.step(vote('c', 'b', 4))
   node.core.campaign()
-  assert.equal(answersOf(network, 'b'), [])
+  assert.equal(network.answersOf('b'), [])
   assert.equal(node.core.softState(), { role: 'follower', leader: null, term: 3 })
   network.tickNode('b', E)
   node.core.step(vote('c', 'b', 4))
-  const answers = answersOf(network, 'b')
-  assert.equal(
-    answers.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  const answers = network.answersOf('b')
+  assert.equal(grants(answers), [true])
 })
 
 test('a node still in term 0 promised nothing and votes at once', () => {
   const network = Network.create(['a', 'b', 'c'])
   network.core('b').step(vote('c', 'b', 1))
-  const answers = answersOf(network, 'b')
-  assert.equal(
-    answers.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  const answers = network.answersOf('b')
+  assert.equal(grants(answers), [true])
 })
 
 test("planted bug 'ignoreLeaseOnVote': a follower in lease votes, and so does a node just restarted", () => {
   const network = clusterWithLeader(() => ({ plantedBug: 'ignoreLeaseOnVote' }))
   network.core('b').step(vote('c', 'b', 2))
-  const inLease = answersOf(network, 'b')
-  assert.equal(
-    inLease.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  const inLease = network.answersOf('b')
+  assert.equal(grants(inLease), [true])
 
   const restarted = new Network()
   const node = restarted.add(nodeId('b'), restoredWith(ids('a', 'b', 'c'), [], { term: term(3) }), {
     plantedBug: 'ignoreLeaseOnVote',
   })
   node.core.step(vote('c', 'b', 4))
-  const answers = answersOf(restarted, 'b')
-  assert.equal(
-    answers.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  const answers = restarted.answersOf('b')
+  assert.equal(grants(answers), [true])
 })
 
 test('no other node becomes leader while the old leader still holds its lease (no clock drift here)', () => {

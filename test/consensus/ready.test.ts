@@ -6,19 +6,19 @@ import * as assert from 'uvu/assert'
 import { COMMITTED_ENTRIES_PER_READY_MAX } from '../../consensus/limits.ts'
 import type { Message, Ready } from '../../consensus/types.ts'
 import { logIndex, nodeId, term } from '../../consensus/types.ts'
-import { Network, entriesWithTerms, ids, restoredWith } from './helpers/network.ts'
+import {
+  Network,
+  entriesWithTerms,
+  grants,
+  ids,
+  restoredWith,
+  voteRequest,
+} from './helpers/network.ts'
 
 const E = 10
 
-const vote = (from: string, to: string, voteTerm: number): Message => ({
-  type: 'vote',
-  from: nodeId(from),
-  to: nodeId(to),
-  term: term(voteTerm),
-  lastLogIndex: logIndex(0),
-  lastLogTerm: term(0),
-  transfer: null,
-})
+const vote = (from: string, to: string, voteTerm: number): Message =>
+  voteRequest('vote', from, to, voteTerm)
 
 function takeReady(network: Network, name: string): Ready {
   const core = network.core(name)
@@ -32,10 +32,7 @@ test('a granted vote is in the same Ready as the hard state that records it, whi
   const ready = takeReady(network, 'a')
   assert.equal(ready.hardState, { term: 1, vote: 'b', commit: 0 })
   assert.ok(ready.mustSync)
-  assert.equal(
-    ready.messages.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  assert.equal(grants(ready.messages), [true])
 })
 
 test('an append is acknowledged in the same Ready as the entries it acknowledges, which must be synced', () => {
@@ -222,7 +219,7 @@ test('a restarted node does not vote twice in one term', () => {
   network.tickNode('a', E) // past the restart promise
   network.core('a').step(vote('c', 'a', 1))
   const ready = takeReady(network, 'a')
-  assert.ok(ready.messages.every((message) => message.type !== 'voteResponse' || !message.granted))
+  assert.equal(grants(ready.messages), [false])
 })
 
 test("planted bug 'forgetVoteOnRestart': after a restart the node votes again in the same term", () => {

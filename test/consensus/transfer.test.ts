@@ -5,7 +5,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import type { Message } from '../../consensus/types.ts'
 import { logIndex, nodeId, term } from '../../consensus/types.ts'
-import { Network } from './helpers/network.ts'
+import { Network, grants } from './helpers/network.ts'
 
 const E = 10
 
@@ -129,10 +129,7 @@ test('a voter in lease passes its promise only for a vote naming its own leader 
   voter.step(transferVote('a', 1))
   const ready = voter.ready()
   voter.advance(ready)
-  assert.equal(
-    ready.messages.map((message) => message.type === 'voteResponse' && message.granted),
-    [true],
-  )
+  assert.equal(grants(ready.messages), [true])
   assert.equal(voter.hardState().vote, 'b')
 })
 

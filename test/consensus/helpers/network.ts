@@ -80,6 +80,31 @@ export function restoredWith(
   }
 }
 
+/** A vote or preVote request from a candidate whose last entry is `lastLog` ([index, term]). */
+export function voteRequest(
+  type: 'preVote' | 'vote',
+  from: string,
+  to: string,
+  requestTerm: number,
+  lastLog: readonly [number, number] = [0, 0],
+): Message {
+  return {
+    type,
+    from: nodeId(from),
+    to: nodeId(to),
+    term: term(requestTerm),
+    lastLogIndex: logIndex(lastLog[0]),
+    lastLogTerm: term(lastLog[1]),
+    transfer: null,
+  }
+}
+
+/** The vote and preVote answers among `messages`: granted or not, in order. */
+export const grants = (messages: readonly Message[]): boolean[] =>
+  messages.flatMap((message) =>
+    message.type === 'voteResponse' || message.type === 'preVoteResponse' ? [message.granted] : [],
+  )
+
 export const emptyRestored = (): RestoredState => ({
   snapshot: null,
   entries: [],
@@ -329,6 +354,15 @@ export class Network {
       this.core(name).tick()
       this.deliverAll()
     }
+  }
+
+  /** The messages of a node's next Ready (none when it has none), taken and advanced past. */
+  answersOf(name: string): Message[] {
+    const core = this.core(name)
+    if (!core.hasReady()) return []
+    const ready = core.ready()
+    core.advance(ready)
+    return [...ready.messages]
   }
 
   /** Starts an election at `name` now and lets it run to its end. */
