@@ -30,6 +30,8 @@ type HeartbeatResponse = Extract<Message, { type: 'heartbeatResponse' }>
 
 export class LeaderReplication {
   readonly #host: ReplicationHost
+  /** Every message of this leadership was sent at this tick or later. */
+  readonly #startTick: number
   #progress = new Map<NodeId, Progress>()
   #transferTarget: NodeId | null = null
   /** Once timeoutNow went out, another node may win this term's successor election at once. */
@@ -37,6 +39,7 @@ export class LeaderReplication {
 
   constructor(host: ReplicationHost) {
     this.#host = host
+    this.#startTick = host.tickCount()
     this.syncMembers(false)
   }
 
@@ -114,7 +117,7 @@ export class LeaderReplication {
   /** False when the response is invalid (it claims a tick or an index this leader never sent). */
   handleAppendResponse(message: AppendResponse): boolean {
     const progress = this.#progress.get(message.from)
-    if (progress === undefined) return true
+    if (progress === undefined || this.#isStale(message.sentTick)) return true
     if (!this.#acknowledge(progress, message.sentTick)) return false
     if (!message.success) {
       this.#handleRejection(message, progress)
@@ -144,7 +147,7 @@ export class LeaderReplication {
 
   handleHeartbeatResponse(message: HeartbeatResponse): boolean {
     const progress = this.#progress.get(message.from)
-    if (progress === undefined) return true
+    if (progress === undefined || this.#isStale(message.sentTick)) return true
     if (!this.#acknowledge(progress, message.sentTick)) return false
     progress.probeSent = false
     // All appends in the window may have been lost: let one more out to find out.
@@ -214,7 +217,15 @@ export class LeaderReplication {
     return this.#host.log.membership()
   }
 
-  /** Any answer in this term means the follower reset its election clock on our message. */
+  /**
+   * An answer, in this term, to a message this node sent as leader of an earlier term (the
+   * follower answers such a stale append with its own, current term): it acknowledges nothing.
+   */
+  #isStale(sentTick: number): boolean {
+    return sentTick < this.#startTick
+  }
+
+  /** Any other answer in this term means the follower reset its election clock on our message. */
   #acknowledge(progress: Progress, sentTick: number): boolean {
     if (sentTick > this.#host.tickCount()) return false
     progress.recentActive = true

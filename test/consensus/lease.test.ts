@@ -55,6 +55,28 @@ test('the lease is the quorum-th largest acknowledged sentTick plus leaseTicks, 
   assert.is(leader.leaseUntilTick(), 5 + LEASE_TICKS, 'nothing newer acknowledged')
 })
 
+test("an answer to this node's append of an earlier term is no acknowledgement for this term's lease", () => {
+  const network = clusterWithLeader((id) => ({ canCampaign: id === 'a' })) // a leads term 1
+  network.tick(5)
+  const staleHeartbeat = network.sentOf('heartbeat', 'a').at(-1)!
+  network.isolate('a')
+  network.tick(3 * E) // a steps down (CheckQuorum); the others' leases run out
+  network.recover()
+  network.filter = (message) =>
+    message.type !== 'appendResponse' && message.type !== 'heartbeatResponse'
+  network.campaign('a')
+  const leader = network.core('a')
+  assert.equal([leader.softState().role, leader.softState().term], ['leader', 2])
+  assert.is(leader.leaseUntilTick(), null, 'no answer of term 2 yet')
+  // b answers the stale heartbeat of term 1 with its current term, 2, echoing tick 5.
+  network.recover()
+  network.core('b').step({ ...staleHeartbeat, to: nodeId('b') })
+  const [answer] = network.answersOf('b')
+  assert.ok(answer?.type === 'appendResponse' && answer.term === 2 && answer.sentTick === 5)
+  leader.step(answer)
+  assert.is(leader.leaseUntilTick(), null)
+})
+
 test('the lease is null on a follower, and on a leader no quorum has acknowledged yet', () => {
   const network = Network.create(['a', 'b', 'c'])
   network.filter = (message) =>
