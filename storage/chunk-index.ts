@@ -1,0 +1,191 @@
+// The chunk store's index in classic-level: where each chunk's record lies, and what is
+// known about each pack. Keys are binary:
+//
+//   'c' + 32-byte hash  ->  pack id (4) | record offset (6) | payload length (4)
+//   'p' + pack id (4)   ->  indexed end (6) | chunk count (4) | chunk bytes (6) | retired (1)
+//
+// A pack's indexed end is how far its records are all in the index: on open, records
+// beyond it are scanned and indexed, or cut off when torn. A retired pack's chunks all
+// live elsewhere now; only its file is left to delete.
+import { ClassicLevel } from 'classic-level'
+import { ClusterError } from '../consensus/cluster-error.ts'
+import { assert } from '../consensus/assert.ts'
+import { CHUNK_HASH_BYTES } from './chunk-types.ts'
+import type { RecordLocation } from './pack-format.ts'
+
+const CHUNK_PREFIX = 0x63 // 'c'
+const PACK_PREFIX = 0x70 // 'p'
+const LOCATION_BYTES = 14
+const PACK_RECORD_BYTES = 17
+/** Index entries read from the database in one step of an iteration. */
+const ITERATION_STEP_ENTRIES_MAX = 1000
+
+export interface PackRecord {
+  readonly packId: number
+  readonly indexedEndBytes: number
+  readonly chunkCount: number
+  readonly chunkBytes: number
+  readonly retired: boolean
+}
+
+export interface IndexChanges {
+  readonly putChunks?: Iterable<readonly [hash: Buffer, location: RecordLocation]>
+  readonly deleteChunks?: Iterable<Buffer>
+  readonly putPacks?: Iterable<PackRecord>
+  readonly deletePacks?: Iterable<number>
+}
+
+type Database = ClassicLevel<Buffer, Buffer>
+type Operation = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }
+
+export class ChunkIndex {
+  private readonly database: Database
+  private readonly path: string
+
+  private constructor(database: Database, path: string) {
+    this.database = database
+    this.path = path
+  }
+
+  static async open(path: string): Promise<ChunkIndex> {
+    const database: Database = new ClassicLevel<Buffer, Buffer>(path, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+    })
+    try {
+      await database.open()
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string } }).cause
+      const reason = cause?.code === 'LEVEL_LOCKED' ? 'another process has it open' : String(error)
+      throw ClusterError.io(`cannot open the chunk index at ${path}: ${reason}`, error)
+    }
+    return new ChunkIndex(database, path)
+  }
+
+  async get(hash: Buffer): Promise<RecordLocation | undefined> {
+    const value = await this.call(() => this.database.get(chunkKey(hash)))
+    return value === undefined ? undefined : decodeLocation(hash, value)
+  }
+
+  async loadPacks(): Promise<PackRecord[]> {
+    const packs: PackRecord[] = []
+    for await (const [key, value] of this.entries(PACK_PREFIX)) {
+      packs.push(decodePackRecord(key.readUInt32BE(1), value))
+    }
+    return packs
+  }
+
+  /** Every chunk entry, in hash order, read from a snapshot taken when iteration starts. */
+  async *chunks(): AsyncGenerator<readonly [hash: Buffer, location: RecordLocation]> {
+    for await (const [key, value] of this.entries(CHUNK_PREFIX)) {
+      const hash = key.subarray(1)
+      yield [hash, decodeLocation(hash, value)]
+    }
+  }
+
+  /** Applies every change atomically; `sync` waits until the batch is on disk. */
+  async write(changes: IndexChanges, options: { readonly sync: boolean }): Promise<void> {
+    const operations: Operation[] = []
+    for (const [hash, location] of changes.putChunks ?? []) {
+      operations.push({ type: 'put', key: chunkKey(hash), value: encodeLocation(location) })
+    }
+    for (const hash of changes.deleteChunks ?? []) {
+      operations.push({ type: 'del', key: chunkKey(hash) })
+    }
+    for (const pack of changes.putPacks ?? []) {
+      operations.push({ type: 'put', key: packKey(pack.packId), value: encodePackRecord(pack) })
+    }
+    for (const packId of changes.deletePacks ?? []) {
+      operations.push({ type: 'del', key: packKey(packId) })
+    }
+    if (operations.length === 0) return
+    await this.call(() => this.database.batch(operations, { sync: options.sync }))
+  }
+
+  async close(): Promise<void> {
+    await this.call(() => this.database.close())
+  }
+
+  private async *entries(prefix: number): AsyncGenerator<[Buffer, Buffer]> {
+    const iterator = this.database.iterator({
+      gte: Buffer.from([prefix]),
+      lt: Buffer.from([prefix + 1]),
+    })
+    try {
+      for (;;) {
+        const step = await this.call(() => iterator.nextv(ITERATION_STEP_ENTRIES_MAX))
+        if (step.length === 0) return
+        yield* step
+      }
+    } finally {
+      await iterator.close()
+    }
+  }
+
+  private async call<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation()
+    } catch (error) {
+      if (error instanceof ClusterError) throw error
+      throw ClusterError.io(`chunk index at ${this.path}: ${String(error)}`, error)
+    }
+  }
+}
+
+function chunkKey(hash: Buffer): Buffer {
+  assert(hash.length === CHUNK_HASH_BYTES, 'a chunk key holds a whole hash')
+  const key = Buffer.allocUnsafe(1 + CHUNK_HASH_BYTES)
+  key[0] = CHUNK_PREFIX
+  hash.copy(key, 1)
+  return key
+}
+
+function packKey(packId: number): Buffer {
+  const key = Buffer.allocUnsafe(5)
+  key[0] = PACK_PREFIX
+  key.writeUInt32BE(packId, 1)
+  return key
+}
+
+function encodeLocation(location: RecordLocation): Buffer {
+  const value = Buffer.allocUnsafe(LOCATION_BYTES)
+  value.writeUInt32BE(location.packId, 0)
+  value.writeUIntBE(location.offset, 4, 6)
+  value.writeUInt32BE(location.lengthBytes, 10)
+  return value
+}
+
+function decodeLocation(hash: Buffer, value: Buffer): RecordLocation {
+  if (value.length !== LOCATION_BYTES) {
+    throw ClusterError.corruptStore(
+      `chunk ${hash.toString('hex')}: its index entry is malformed (${value.length} bytes)`,
+    )
+  }
+  return {
+    packId: value.readUInt32BE(0),
+    offset: value.readUIntBE(4, 6),
+    lengthBytes: value.readUInt32BE(10),
+  }
+}
+
+function encodePackRecord(pack: PackRecord): Buffer {
+  const value = Buffer.allocUnsafe(PACK_RECORD_BYTES)
+  value.writeUIntBE(pack.indexedEndBytes, 0, 6)
+  value.writeUInt32BE(pack.chunkCount, 6)
+  value.writeUIntBE(pack.chunkBytes, 10, 6)
+  value[16] = pack.retired ? 1 : 0
+  return value
+}
+
+function decodePackRecord(packId: number, value: Buffer): PackRecord {
+  if (value.length !== PACK_RECORD_BYTES) {
+    throw ClusterError.corruptStore(`the index entry of pack ${packId} is malformed`)
+  }
+  return {
+    packId,
+    indexedEndBytes: value.readUIntBE(0, 6),
+    chunkCount: value.readUInt32BE(6),
+    chunkBytes: value.readUIntBE(10, 6),
+    retired: value[16] === 1,
+  }
+}
