@@ -4,6 +4,7 @@
 // both encoding and decoding apply, because a record from a peer is untrusted input.
 import { CHUNK_SIZE_MAX_BYTES, type ChunkHash } from './chunk-types.ts'
 import { ClusterError } from '../consensus/cluster-error.ts'
+import type { FileHash } from './chunker.ts'
 
 /** Bumped when the encoding changes; a decoder refuses formats it does not know. */
 export const RECORD_FORMAT_VERSION = 1
@@ -30,8 +31,8 @@ export const MODE_BITS_MAX = 0o7777
 
 /** A dataset-relative, '/'-separated, normalised path (see checkDatasetPath). */
 export type DatasetPath = string & { readonly __brand: 'DatasetPath' }
-/** SHA-256 of a whole file's bytes, 64 lowercase hex characters. */
-export type FileHash = string & { readonly __brand: 'FileHash' }
+/** SHA-256 of a whole file's bytes, 64 lowercase hex characters (the chunker computes it). */
+export type { FileHash } from './chunker.ts'
 /** A block's position in a dataset's version log, from 0. */
 export type LogSeq = number & { readonly __brand: 'LogSeq' }
 

@@ -1,0 +1,598 @@
+// The scan: walk a dataset's directory, compare it with what the log already holds, and
+// append what changed. A file is read only when its size, mtime, inode or mode moved since
+// the last scan saw it (the scan state, a hint kept beside the index; the log stays the
+// truth, so a stale hint only costs a re-read). A new path holding the inode and content of
+// a vanished one is a rename. A fault on one entry (unreadable, vanished, special, a name
+// that is not UTF-8, a path over the limit) is a warning in the result and never stops the
+// scan; an entry that could not be examined keeps its last version until a later scan.
+import { join } from 'node:path'
+import { lstat, readdir, readlink, stat } from 'node:fs/promises'
+import type { BigIntStats } from 'node:fs'
+import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import type { ChunkStoreApi } from './chunk-types.ts'
+import {
+  appendAfterFlush,
+  identityOf,
+  ingestFile,
+  millisecondsOf,
+  sameIdentity,
+  type FileIdentity,
+} from './ingest.ts'
+import type { FileEntry, LevelDatabase, LiveEntry, VersionIndex } from './version-index.ts'
+import type { VersionLogWriter } from './version-log.ts'
+import {
+  checkDatasetPath,
+  checkSymlinkTarget,
+  fileVersionRecords,
+  parentPath,
+  MODE_BITS_MAX,
+  type DatasetPath,
+  type FileVersion,
+  type LogSeq,
+  type RecordDraft,
+} from './version-record.ts'
+
+/** Entries one scan examines; a dataset beyond this is refused rather than half-scanned. */
+export const SCAN_ENTRIES_MAX = 10_000_000
+/** Records appended together (one chunk store flush, one log append). */
+export const SCAN_BATCH_RECORDS_MAX = 256
+/** File bytes read before their records are appended. */
+export const SCAN_BATCH_BYTES_MAX = 64 * 1024 * 1024
+/**
+ * A file modified this close before the scan started may change again within the same
+ * timestamp tick without its mtime moving, so it is read again next time (git's "racy clean").
+ */
+export const RACY_MARGIN_NS = 2_000_000_000n
+
+export type ScanWarningCode =
+  | 'UNREADABLE'
+  | 'VANISHED'
+  | 'FILE_UNSTABLE'
+  | 'SPECIAL_FILE'
+  | 'NAME_NOT_UTF8'
+  | 'PATH_TOO_LONG'
+  | 'BAD_SYMLINK'
+
+export interface ScanWarning {
+  /** Dataset-relative; bytes that are not UTF-8 appear as \xHH. */
+  readonly path: string
+  readonly code: ScanWarningCode
+  readonly message: string
+}
+
+export interface ScanChange {
+  readonly kind: 'put' | 'rename' | 'delete' | 'symlink' | 'directory'
+  readonly path: DatasetPath
+  /** The old path of a rename. */
+  readonly from: DatasetPath | null
+  /** The record that made the change (for a put, the put record after its continuations). */
+  readonly seq: LogSeq
+  /** The file content of a put or rename. */
+  readonly version: FileVersion | null
+}
+
+export interface ScanResult {
+  readonly changes: readonly ScanChange[]
+  readonly warnings: readonly ScanWarning[]
+  /** The log length after the scan. */
+  readonly length: number
+  readonly filesRead: number
+  readonly bytesRead: number
+}
+
+type Found =
+  | { readonly type: 'file'; readonly identity: FileIdentity }
+  | { readonly type: 'directory'; readonly mode: number; readonly mtimeMs: number }
+  | { readonly type: 'symlink'; readonly target: string }
+
+/** What the last scan knew of a file: its identity when it was the version `seq`. */
+interface ScanStateEntry {
+  readonly identity: FileIdentity
+  readonly seq: number
+  /** Modified too close to that scan to trust an unchanged identity. */
+  readonly racy: boolean
+}
+
+export interface ScanOptions {
+  readonly signal?: AbortSignal
+  /** Hears each batch of changes once its append has returned: what it hears is durable. */
+  readonly onRecorded?: (changes: readonly ScanChange[]) => void
+  /** Records per append, 1..SCAN_BATCH_RECORDS_MAX: smaller batches are durable sooner. */
+  readonly batchRecordsMax?: number
+}
+
+type PendingChange = Omit<ScanChange, 'seq'>
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
+export interface DatasetScannerOptions {
+  /** The dataset's directory (absolute). */
+  readonly directory: string
+  readonly log: VersionLogWriter
+  readonly index: VersionIndex
+  readonly chunkStore: ChunkStoreApi
+  /** The dataset's scan-state sublevel. */
+  readonly scanState: LevelDatabase
+}
+
+export class DatasetScanner {
+  private readonly options: DatasetScannerOptions
+
+  constructor(options: DatasetScannerOptions) {
+    this.options = options
+  }
+
+  /**
+   * Scans once. `onRecorded` hears each batch of changes once its append has returned, so
+   * whatever it was told is durable in the log.
+   */
+  async scan(options: ScanOptions = {}): Promise<ScanResult> {
+    const batchRecordsMax = options.batchRecordsMax ?? SCAN_BATCH_RECORDS_MAX
+    if (!(
+      Number.isSafeInteger(batchRecordsMax) &&
+      batchRecordsMax >= 1 &&
+      batchRecordsMax <= SCAN_BATCH_RECORDS_MAX
+    ))
+      throw ClusterError.badArgument(`batchRecordsMax must be 1..${SCAN_BATCH_RECORDS_MAX}`)
+    const { index } = this.options
+    const scanStartNs = BigInt(Date.now()) * 1_000_000n
+    await index.catchUp()
+    const previous = new Map<DatasetPath, LiveEntry>()
+    for await (const entry of index.entries(index.indexedLength)) previous.set(entry.path, entry)
+    const state = await this.loadScanState()
+    const warnings: ScanWarning[] = []
+    const { found, unknown } = await this.walk(warnings)
+    const run = new ScanRun(this.options, state, scanStartNs, warnings, options)
+
+    const isUnknown = (path: DatasetPath): boolean => {
+      for (let current: DatasetPath | null = path; current !== null; current = parentPath(current))
+        if (unknown.has(current)) return true
+      return false
+    }
+    // Paths whose last version must go: vanished, or now of another type.
+    const gone = [...previous.values()].filter((entry) => {
+      const now = found.get(entry.path)
+      return now === undefined ? !isUnknown(entry.path) : now.type !== entry.kind
+    })
+    const renameSources = findRenameCandidates(gone, found, previous, state)
+    const unrenamed = new Set(renameSources.values())
+    // A vanished directory that held a rename source goes after the rename.
+    const holdsSource = new Set<DatasetPath>()
+    for (const source of unrenamed)
+      for (let parent = parentPath(source); parent !== null; parent = parentPath(parent))
+        holdsSource.add(parent)
+    const deferred = gone.filter((entry) => holdsSource.has(entry.path) && !found.has(entry.path))
+    const deferredPaths = new Set(deferred.map((entry) => entry.path))
+    const deleteNow = gone.filter(
+      (entry) => !unrenamed.has(entry.path) && !deferredPaths.has(entry.path),
+    )
+
+    // 1. Deletes that do not wait for a rename, deepest first.
+    for (const entry of sortDeepestFirst(deleteNow)) await run.delete(entry.path)
+    // 2. Files and links, in path order.
+    for (const [path, now] of [...found].sort(([a], [b]) => compare(a, b))) {
+      options.signal?.throwIfAborted()
+      const before = previous.get(path)
+      if (now.type === 'symlink') {
+        if (before?.kind !== 'symlink' || before.target !== now.target)
+          await run.add([{ kind: 'symlink', path, target: now.target }], {
+            kind: 'symlink',
+            path,
+            from: null,
+            version: null,
+          })
+      } else if (now.type === 'file') {
+        const source = renameSources.get(path)
+        const sourceEntry = source === undefined ? null : (previous.get(source) as FileEntry)
+        const fileBefore = before?.kind === 'file' ? before : null
+        if (await run.file(path, now.identity, fileBefore, sourceEntry)) unrenamed.delete(source!)
+      }
+    }
+    // 3. Rename sources that were not renamed after all, and the directories that held them.
+    const leftover = [...unrenamed].map((source) => previous.get(source)!)
+    for (const entry of sortDeepestFirst([...leftover, ...deferred])) await run.delete(entry.path)
+    // 4. Directories, deepest first: a directory's mtime is final once its entries are.
+    for (const [path, now] of [...found].sort(([a], [b]) => compare(b, a))) {
+      if (now.type !== 'directory') continue
+      const before = previous.get(path)
+      if (
+        before?.kind === 'directory' &&
+        before.mode === now.mode &&
+        before.mtimeMs === now.mtimeMs
+      )
+        continue
+      await run.add([{ kind: 'directory', path, mode: now.mode, mtimeMs: now.mtimeMs }], {
+        kind: 'directory',
+        path,
+        from: null,
+        version: null,
+      })
+    }
+    await run.commit()
+    await index.catchUp()
+    return {
+      changes: run.changes,
+      warnings,
+      length: this.options.log.length,
+      filesRead: run.filesRead,
+      bytesRead: run.bytesRead,
+    }
+  }
+
+  private async loadScanState(): Promise<Map<DatasetPath, ScanStateEntry>> {
+    const state = new Map<DatasetPath, ScanStateEntry>()
+    for await (const [key, value] of this.options.scanState.iterator()) {
+      try {
+        state.set(key as DatasetPath, JSON.parse(value) as ScanStateEntry)
+      } catch {
+        // A damaged hint only means the file is read again.
+      }
+    }
+    return state
+  }
+
+  /** Every entry of the dataset, and the paths that could not be examined (with their subtrees). */
+  private async walk(
+    warnings: ScanWarning[],
+  ): Promise<{ found: Map<DatasetPath, Found>; unknown: Set<DatasetPath> }> {
+    const root = this.options.directory
+    const rootStats = await stat(root).catch((error: unknown) => {
+      throw ClusterError.notFound(
+        `dataset directory ${root} is not there: ${(error as Error).message}`,
+      )
+    })
+    if (!rootStats.isDirectory())
+      throw ClusterError.badArgument(`dataset directory ${root} is not a directory`)
+    const found = new Map<DatasetPath, Found>()
+    const unknown = new Set<DatasetPath>()
+    const warn = (path: string, code: ScanWarningCode, message: string): void => {
+      warnings.push({ path, code, message: `${path}: ${message}` })
+    }
+    const stack: (DatasetPath | '')[] = ['']
+    while (stack.length > 0) {
+      const directory = stack.pop()!
+      let names: Buffer[]
+      try {
+        names = await readdir(join(root, directory), { encoding: 'buffer' })
+      } catch (error) {
+        if (directory === '') throw ClusterError.io(`cannot list dataset directory ${root}`, error)
+        const vanished = isVanished(error)
+        warn(
+          directory,
+          vanished ? 'VANISHED' : 'UNREADABLE',
+          `cannot list directory (${errorCode(error)})`,
+        )
+        unknown.add(directory)
+        continue
+      }
+      for (const nameBytes of names) {
+        const name = decodeName(nameBytes)
+        const shown = `${directory === '' ? '' : `${directory}/`}${name ?? escapeBytes(nameBytes)}`
+        if (name === null) {
+          warn(shown, 'NAME_NOT_UTF8', 'name is not UTF-8; skipped')
+          continue
+        }
+        const problem = checkDatasetPath(shown)
+        if (problem !== null) {
+          warn(shown, 'PATH_TOO_LONG', `${problem}; skipped`)
+          continue
+        }
+        const path = shown as DatasetPath
+        if (found.size >= SCAN_ENTRIES_MAX)
+          throw ClusterError.refused(`dataset ${root} has more than ${SCAN_ENTRIES_MAX} entries`)
+        const absolute = join(root, path)
+        let stats: BigIntStats
+        try {
+          stats = await lstat(absolute, { bigint: true })
+        } catch (error) {
+          warn(
+            path,
+            isVanished(error) ? 'VANISHED' : 'UNREADABLE',
+            `cannot stat (${errorCode(error)})`,
+          )
+          unknown.add(path)
+          continue
+        }
+        if (stats.isDirectory()) {
+          found.set(path, {
+            type: 'directory',
+            mode: modeOf(stats),
+            mtimeMs: millisecondsOf(stats.mtimeNs),
+          })
+          stack.push(path)
+        } else if (stats.isFile()) {
+          found.set(path, { type: 'file', identity: identityOf(stats) })
+        } else if (stats.isSymbolicLink()) {
+          const target = await this.readTarget(absolute, path, warn, unknown)
+          if (target !== null) found.set(path, { type: 'symlink', target })
+        } else {
+          warn(
+            path,
+            'SPECIAL_FILE',
+            'not a regular file, directory or symlink (socket, fifo or device); skipped',
+          )
+        }
+      }
+    }
+    return { found, unknown }
+  }
+
+  private async readTarget(
+    absolute: string,
+    path: DatasetPath,
+    warn: (path: string, code: ScanWarningCode, message: string) => void,
+    unknown: Set<DatasetPath>,
+  ): Promise<string | null> {
+    let bytes: Buffer
+    try {
+      bytes = await readlink(absolute, { encoding: 'buffer' })
+    } catch (error) {
+      warn(
+        path,
+        isVanished(error) ? 'VANISHED' : 'UNREADABLE',
+        `cannot read link (${errorCode(error)})`,
+      )
+      unknown.add(path)
+      return null
+    }
+    const target = decodeName(bytes)
+    const problem = target === null ? 'target is not UTF-8' : checkSymlinkTarget(target)
+    if (problem !== null) {
+      warn(path, 'BAD_SYMLINK', `${problem}; skipped`)
+      return null
+    }
+    return target
+  }
+}
+
+/** Appends a scan's records in bounded batches and keeps the scan state in step. */
+class ScanRun {
+  readonly changes: ScanChange[] = []
+  filesRead = 0
+  bytesRead = 0
+  private readonly options: DatasetScannerOptions
+  private readonly state: Map<DatasetPath, ScanStateEntry>
+  private readonly scanStartNs: bigint
+  private readonly warnings: ScanWarning[]
+  private readonly hooks: ScanOptions
+  private drafts: RecordDraft[] = []
+  private pending: { change: PendingChange; lastDraft: number; identity: FileIdentity | null }[] =
+    []
+  /** Files read unchanged: their state is refreshed with the next batch. */
+  private unchanged: { path: DatasetPath; identity: FileIdentity; seq: number }[] = []
+  private batchBytes = 0
+
+  constructor(
+    options: DatasetScannerOptions,
+    state: Map<DatasetPath, ScanStateEntry>,
+    scanStartNs: bigint,
+    warnings: ScanWarning[],
+    hooks: ScanOptions,
+  ) {
+    this.options = options
+    this.state = state
+    this.scanStartNs = scanStartNs
+    this.warnings = warnings
+    this.hooks = hooks
+  }
+
+  /**
+   * Examines one regular file: unchanged by its identity, or read and then recorded as a
+   * rename of `source`, a new version, or nothing new. Returns true when it was a rename.
+   */
+  async file(
+    path: DatasetPath,
+    identity: FileIdentity,
+    before: FileEntry | null,
+    source: FileEntry | null,
+  ): Promise<boolean> {
+    const known = this.state.get(path)
+    if (
+      source === null &&
+      before !== null &&
+      known !== undefined &&
+      known.seq === before.seq &&
+      !known.racy &&
+      sameIdentity(known.identity, identity)
+    )
+      return false
+    let ingested
+    try {
+      ingested = await ingestFile({
+        absolutePath: join(this.options.directory, path),
+        path,
+        chunkStore: this.options.chunkStore,
+        ...(this.hooks.signal === undefined ? {} : { signal: this.hooks.signal }),
+      })
+    } catch (error) {
+      if (
+        !isClusterError(error) ||
+        !['NOT_FOUND', 'FILE_UNSTABLE', 'IO_ERROR'].includes(error.code)
+      )
+        throw error
+      const code =
+        error.code === 'NOT_FOUND'
+          ? 'VANISHED'
+          : error.code === 'IO_ERROR'
+            ? 'UNREADABLE'
+            : 'FILE_UNSTABLE'
+      this.warnings.push({ path, code, message: error.message })
+      return false
+    }
+    const { version } = ingested
+    this.filesRead++
+    this.bytesRead += version.sizeBytes
+    if (source !== null && sameContent(version, source)) {
+      await this.add(
+        [{ kind: 'rename', from: source.path, to: path }],
+        { kind: 'rename', path, from: source.path, version },
+        ingested.identity,
+      )
+      return true
+    }
+    if (before !== null && sameContent(version, before)) {
+      this.unchanged.push({ path, identity: ingested.identity, seq: before.seq })
+      return false
+    }
+    await this.add(
+      fileVersionRecords(version),
+      { kind: 'put', path, from: null, version },
+      ingested.identity,
+      version.sizeBytes,
+    )
+    return false
+  }
+
+  delete(path: DatasetPath): Promise<void> {
+    return this.add([{ kind: 'delete', path }], { kind: 'delete', path, from: null, version: null })
+  }
+
+  async add(
+    drafts: readonly RecordDraft[],
+    change: PendingChange,
+    identity: FileIdentity | null = null,
+    bytes = 0,
+  ): Promise<void> {
+    this.drafts.push(...drafts)
+    this.pending.push({ change, lastDraft: this.drafts.length - 1, identity })
+    this.batchBytes += bytes
+    const recordsMax = this.hooks.batchRecordsMax ?? SCAN_BATCH_RECORDS_MAX
+    if (this.drafts.length >= recordsMax || this.batchBytes >= SCAN_BATCH_BYTES_MAX)
+      await this.commit()
+  }
+
+  /** Flushes chunks, appends the batch, then brings the scan state up to date. */
+  async commit(): Promise<void> {
+    const { chunkStore, log, scanState } = this.options
+    const committed: ScanChange[] = []
+    if (this.drafts.length > 0) {
+      const { firstSeq } = await appendAfterFlush(chunkStore, log, this.drafts)
+      for (const { change, lastDraft } of this.pending)
+        committed.push({ ...change, seq: (firstSeq + lastDraft) as LogSeq })
+    }
+    const operations: { type: 'put' | 'del'; key: string; value?: string }[] = []
+    const remember = (path: DatasetPath, identity: FileIdentity, seq: number): void => {
+      const racy = BigInt(identity.mtimeNs) > this.scanStartNs - RACY_MARGIN_NS
+      operations.push({
+        type: 'put',
+        key: path,
+        value: JSON.stringify({ identity, seq, racy } satisfies ScanStateEntry),
+      })
+    }
+    committed.forEach((change, position) => {
+      const identity = this.pending[position]!.identity
+      if (change.from !== null) operations.push({ type: 'del', key: change.from })
+      if (identity !== null) remember(change.path, identity, change.seq)
+      else operations.push({ type: 'del', key: change.path })
+    })
+    for (const { path, identity, seq } of this.unchanged) remember(path, identity, seq)
+    if (operations.length > 0)
+      await scanState.batch(
+        operations.map((operation) =>
+          operation.type === 'put'
+            ? { type: 'put' as const, key: operation.key, value: operation.value! }
+            : { type: 'del' as const, key: operation.key },
+        ),
+      )
+    this.drafts = []
+    this.pending = []
+    this.unchanged = []
+    this.batchBytes = 0
+    if (committed.length > 0) {
+      this.changes.push(...committed)
+      this.hooks.onRecorded?.(committed)
+    }
+  }
+}
+
+/**
+ * Rename candidates: a new (or replaced) file whose inode, size and mtime are those a
+ * vanished file had at the last scan. Its content is compared once it has been read.
+ * Returns target path → source path.
+ */
+function findRenameCandidates(
+  gone: readonly LiveEntry[],
+  found: ReadonlyMap<DatasetPath, Found>,
+  previous: ReadonlyMap<DatasetPath, LiveEntry>,
+  state: ReadonlyMap<DatasetPath, ScanStateEntry>,
+): Map<DatasetPath, DatasetPath> {
+  const sourcesByInode = new Map<string, { path: DatasetPath; identity: FileIdentity }>()
+  for (const entry of gone) {
+    const known = state.get(entry.path)
+    if (
+      entry.kind === 'file' &&
+      !found.has(entry.path) &&
+      known !== undefined &&
+      known.seq === entry.seq
+    )
+      sourcesByInode.set(known.identity.inode, { path: entry.path, identity: known.identity })
+  }
+  const candidates = new Map<DatasetPath, DatasetPath>()
+  if (sourcesByInode.size === 0) return candidates
+  for (const [path, now] of found) {
+    if (now.type !== 'file') continue
+    const before = previous.get(path)
+    const knownInode = state.get(path)?.identity.inode
+    if (before?.kind === 'file' && knownInode === now.identity.inode) continue
+    const source = sourcesByInode.get(now.identity.inode)
+    if (source === undefined) continue
+    if (
+      source.identity.sizeBytes !== now.identity.sizeBytes ||
+      source.identity.mtimeNs !== now.identity.mtimeNs
+    )
+      continue
+    candidates.set(path, source.path)
+    sourcesByInode.delete(now.identity.inode)
+  }
+  return candidates
+}
+
+function sameContent(version: FileVersion, entry: FileEntry): boolean {
+  return (
+    version.fileHash === entry.fileHash &&
+    version.sizeBytes === entry.sizeBytes &&
+    version.mode === entry.mode &&
+    version.mtimeMs === entry.mtimeMs
+  )
+}
+
+/** Reverse order puts every path after the paths below it. */
+function sortDeepestFirst<T extends { readonly path: DatasetPath }>(entries: readonly T[]): T[] {
+  return [...entries].sort((a, b) => compare(b.path, a.path))
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+function modeOf(stats: BigIntStats): number {
+  return Number(stats.mode) & MODE_BITS_MAX
+}
+
+function decodeName(bytes: Buffer): string | null {
+  try {
+    return strictUtf8.decode(bytes)
+  } catch {
+    return null
+  }
+}
+
+/** Printable ASCII as is, every other byte as \xHH: a name that is not UTF-8, shown safely. */
+export function escapeBytes(bytes: Uint8Array): string {
+  let text = ''
+  for (const byte of bytes)
+    text +=
+      byte >= 0x20 && byte < 0x7f && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, '0')}`
+  return text
+}
+
+function isVanished(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+function errorCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? (error as Error).message
+}

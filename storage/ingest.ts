@@ -1,0 +1,182 @@
+// Ingesting one file: stat it, cut and hash it in one pass while its chunks go to the chunk
+// store, stat it again, and only accept the result if nothing moved in between (else read
+// again, a bounded number of times, then FILE_UNSTABLE): a version is never a torn file.
+// Records are appended only after the chunk store is flushed, so no record in a log ever
+// names a chunk that a crash could lose.
+import { constants, type BigIntStats } from 'node:fs'
+import { lstat, open } from 'node:fs/promises'
+import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import type { ChunkStoreApi } from './chunk-types.ts'
+import { chunkAndHashFile } from './chunker.ts'
+import type { VersionLogWriter } from './version-log.ts'
+import {
+  MODE_BITS_MAX,
+  fileVersionRecords,
+  type ChunkReference,
+  type DatasetPath,
+  type FileVersion,
+  type LogSeq,
+  type RecordDraft,
+} from './version-record.ts'
+
+/** Reads of a file that keeps changing before it is reported FILE_UNSTABLE. */
+export const INGEST_TRIES_MAX = 3
+
+/** What identifies a file's state cheaply: when none of it moved, its content is taken as unchanged. */
+export interface FileIdentity {
+  readonly inode: string
+  readonly sizeBytes: number
+  readonly mtimeNs: string
+  readonly mode: number
+}
+
+export interface IngestedFile {
+  readonly version: FileVersion
+  readonly identity: FileIdentity
+}
+
+// O_NOFOLLOW: a file swapped for a link is not followed. O_NONBLOCK: a file swapped for a
+// fifo does not block the open; the fstat after it refuses anything but a regular file.
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK
+
+/**
+ * Whole milliseconds, rounded: an mtime set from milliseconds comes back a few nanoseconds
+ * short (utimes takes floating seconds), and must read as the same millisecond.
+ */
+export function millisecondsOf(nanoseconds: bigint): number {
+  const half = 500_000n
+  const rounded =
+    nanoseconds >= 0n ? (nanoseconds + half) / 1_000_000n : -((-nanoseconds + half) / 1_000_000n)
+  return Number(rounded)
+}
+
+export function identityOf(stats: BigIntStats): FileIdentity {
+  return {
+    inode: stats.ino.toString(),
+    sizeBytes: Number(stats.size),
+    mtimeNs: stats.mtimeNs.toString(),
+    mode: Number(stats.mode) & MODE_BITS_MAX,
+  }
+}
+
+export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return (
+    a.inode === b.inode &&
+    a.sizeBytes === b.sizeBytes &&
+    a.mtimeNs === b.mtimeNs &&
+    a.mode === b.mode
+  )
+}
+
+/**
+ * Reads the regular file at `absolutePath` into the chunk store (not flushed) and returns
+ * its version. NOT_FOUND if it vanished, IO_ERROR if it cannot be read, FILE_UNSTABLE if it
+ * kept changing or stopped being a regular file.
+ */
+export async function ingestFile(options: {
+  readonly absolutePath: string
+  readonly path: DatasetPath
+  readonly chunkStore: ChunkStoreApi
+  readonly signal?: AbortSignal
+}): Promise<IngestedFile> {
+  for (let attempt = 1; attempt <= INGEST_TRIES_MAX; attempt++) {
+    const ingested = await readOnce(options)
+    if (ingested !== null) return ingested
+  }
+  throw ClusterError.fileUnstable(
+    `${options.path} changed while it was read, ${INGEST_TRIES_MAX} times`,
+  )
+}
+
+/** One read; null when the file moved during it. */
+async function readOnce(options: {
+  readonly absolutePath: string
+  readonly path: DatasetPath
+  readonly chunkStore: ChunkStoreApi
+  readonly signal?: AbortSignal
+}): Promise<IngestedFile | null> {
+  const { absolutePath, path, chunkStore } = options
+  const handle = await fileCall(path, () => open(absolutePath, OPEN_FLAGS))
+  try {
+    const before = await fileCall(path, () => handle.stat({ bigint: true }))
+    if (!before.isFile()) throw ClusterError.fileUnstable(`${path} is no longer a regular file`)
+    const chunks: ChunkReference[] = []
+    const chunked = await fileCall(path, () =>
+      chunkAndHashFile(
+        handle,
+        options.signal === undefined ? {} : { signal: options.signal },
+        async (chunk) => {
+          chunks.push({ hash: chunk.hash, lengthBytes: chunk.bytes.byteLength })
+          await chunkStore.put(chunk.hash, chunk.bytes)
+        },
+      ),
+    )
+    const after = identityOf(await fileCall(path, () => handle.stat({ bigint: true })))
+    if (!sameIdentity(identityOf(before), after) || chunked.sizeBytes !== after.sizeBytes)
+      return null
+    if (!(await stillAtPath(absolutePath, after))) return null
+    return {
+      identity: after,
+      version: {
+        path,
+        sizeBytes: chunked.sizeBytes,
+        mode: after.mode,
+        mtimeMs: millisecondsOf(before.mtimeNs),
+        fileHash: chunked.fileHash,
+        chunks,
+      },
+    }
+  } finally {
+    await handle.close()
+  }
+}
+
+/** The path still names the file that was read (it was not renamed over meanwhile). */
+async function stillAtPath(absolutePath: string, identity: FileIdentity): Promise<boolean> {
+  try {
+    return (await lstat(absolutePath, { bigint: true })).ino.toString() === identity.inode
+  } catch {
+    return false
+  }
+}
+
+/** Flushes the chunk store, then appends: records never name chunks a crash could lose. */
+export async function appendAfterFlush(
+  chunkStore: ChunkStoreApi,
+  log: VersionLogWriter,
+  drafts: readonly RecordDraft[],
+): Promise<{ firstSeq: LogSeq; length: number }> {
+  await chunkStore.flush()
+  return log.append(drafts)
+}
+
+/** Ingests one file and appends its version; returns the seq of its put record. */
+export async function recordFile(options: {
+  readonly absolutePath: string
+  readonly path: DatasetPath
+  readonly chunkStore: ChunkStoreApi
+  readonly log: VersionLogWriter
+  readonly signal?: AbortSignal
+}): Promise<{ seq: LogSeq; version: FileVersion }> {
+  const { version } = await ingestFile(options)
+  const { length } = await appendAfterFlush(
+    options.chunkStore,
+    options.log,
+    fileVersionRecords(version),
+  )
+  return { seq: (length - 1) as LogSeq, version }
+}
+
+/** File system errors become ClusterErrors: NOT_FOUND when the file is gone, IO_ERROR otherwise. */
+async function fileCall<T>(path: DatasetPath, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (error) {
+    if (isClusterError(error)) throw error
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw ClusterError.notFound(`${path} vanished`)
+    if (code === 'ELOOP' || code === 'ENXIO')
+      throw ClusterError.fileUnstable(`${path} is no longer a regular file`)
+    throw ClusterError.io(`cannot read ${path}: ${code ?? (error as Error).message}`, error)
+  }
+}

@@ -1,0 +1,202 @@
+// A node's data directory: the Corestore with every version log (DIR/cores), the chunk
+// store shared by all datasets (DIR/chunks) and the index database (DIR/index). It hands
+// out datasets by id — the node's own (writable log) or another master's (read-only log,
+// by key) — and closes them all.
+import { mkdir, rename } from 'node:fs/promises'
+import { join } from 'node:path'
+import Corestore from 'corestore'
+import { ClassicLevel } from 'classic-level'
+import { ClusterError } from '../consensus/cluster-error.ts'
+import type { ChunkHash, ChunkStoreApi } from './chunk-types.ts'
+import { ChunkStore } from './chunk-store.ts'
+import { DatasetReader, type Point } from './dataset-reader.ts'
+import { DatasetScanner, type ScanOptions, type ScanResult } from './dataset-scanner.ts'
+import { Mirror } from './mirror.ts'
+import { restore, type RestoreResult } from './restore.ts'
+import { VersionIndex, type LevelDatabase, type RecoveryPoint } from './version-index.ts'
+import { VersionLog } from './version-log.ts'
+import { checkLabel, datasetId, type DatasetId } from './version-record.ts'
+
+export class Dataset {
+  readonly id: DatasetId
+  readonly log: VersionLog
+  readonly index: VersionIndex
+  readonly reader: DatasetReader
+  private readonly chunkStore: ChunkStoreApi
+  private readonly scanState: LevelDatabase
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor(options: {
+    id: DatasetId
+    log: VersionLog
+    index: VersionIndex
+    chunkStore: ChunkStoreApi
+    scanState: LevelDatabase
+  }) {
+    this.id = options.id
+    this.log = options.log
+    this.index = options.index
+    this.chunkStore = options.chunkStore
+    this.scanState = options.scanState
+    this.reader = new DatasetReader({
+      index: this.index,
+      log: this.log,
+      chunkStore: this.chunkStore,
+    })
+  }
+
+  /** Records what changed in `directory` since the last scan (the master's own datasets only). */
+  scan(directory: string, options: ScanOptions = {}): Promise<ScanResult> {
+    return this.writing(() =>
+      new DatasetScanner({
+        directory,
+        log: this.log,
+        index: this.index,
+        chunkStore: this.chunkStore,
+        scanState: this.scanState,
+      }).scan(options),
+    )
+  }
+
+  /** Marks the current state as a recovery point. */
+  addRecoveryPoint(label: string, timeMs: number = Date.now()): Promise<RecoveryPoint> {
+    const problem = checkLabel(label)
+    if (problem !== null) throw ClusterError.badArgument(`bad recovery point label: ${problem}`)
+    return this.writing(async () => {
+      const { firstSeq } = await this.log.append([
+        { kind: 'recoveryPoint', label, timeMs: Math.floor(timeMs) },
+      ])
+      await this.index.catchUp()
+      return { label, timeMs: Math.floor(timeMs), seq: firstSeq, length: firstSeq + 1 }
+    })
+  }
+
+  /** Indexes what the log gained (replication, or appends by this node). */
+  refresh(): Promise<number> {
+    return this.index.catchUp()
+  }
+
+  openMirror(directory: string, options: { batchRecordsMax?: number } = {}): Promise<Mirror> {
+    return Mirror.open({ reader: this.reader, log: this.log, directory, ...options })
+  }
+
+  restore(options: { point: Point; path?: string; destination: string }): Promise<RestoreResult> {
+    return restore(this.reader, options)
+  }
+
+  close(): Promise<void> {
+    return this.log.close()
+  }
+
+  private writing<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.log.writable)
+      return Promise.reject(ClusterError.refused(`dataset ${this.id} is a replica here`))
+    const result = this.queue.then(work)
+    this.queue = result.catch(() => undefined)
+    return result
+  }
+}
+
+export class NodeStore {
+  readonly directory: string
+  readonly corestore: Corestore
+  readonly chunkStore: ChunkStoreApi
+  readonly database: ClassicLevel<string, string>
+  private readonly nowMs: () => number
+  private readonly datasets = new Map<DatasetId, Promise<Dataset>>()
+
+  private constructor(
+    directory: string,
+    corestore: Corestore,
+    chunkStore: ChunkStoreApi,
+    database: ClassicLevel<string, string>,
+    nowMs: () => number,
+  ) {
+    this.directory = directory
+    this.corestore = corestore
+    this.chunkStore = chunkStore
+    this.database = database
+    this.nowMs = nowMs
+  }
+
+  static async open(directory: string, options: { nowMs?: () => number } = {}): Promise<NodeStore> {
+    await mkdir(directory, { recursive: true })
+    const corestore = new Corestore(join(directory, 'cores'))
+    await corestore.ready()
+    const chunkStore = await ChunkStore.open(join(directory, 'chunks'))
+    const database = await openIndexDatabase(join(directory, 'index'))
+    return new NodeStore(directory, corestore, chunkStore, database, options.nowMs ?? Date.now)
+  }
+
+  /** This node's own dataset: its log is writable here. */
+  ownDataset(id: string): Promise<Dataset> {
+    return this.dataset(datasetId(id), () =>
+      VersionLog.openOwn(this.corestore, datasetId(id), { nowMs: this.nowMs }),
+    )
+  }
+
+  /** Another master's dataset, read from its log by key as replication fills it. */
+  replicaDataset(id: string, key: Uint8Array): Promise<Dataset> {
+    return this.dataset(datasetId(id), () => VersionLog.openReplica(this.corestore, key))
+  }
+
+  /** Every chunk that a kept version of an open dataset needs (with repeats). */
+  async *referencedChunks(): AsyncGenerator<ChunkHash> {
+    for (const dataset of this.datasets.values()) yield* (await dataset).reader.referencedChunks()
+  }
+
+  async close(): Promise<void> {
+    const datasets = await Promise.allSettled(this.datasets.values())
+    for (const dataset of datasets) if (dataset.status === 'fulfilled') await dataset.value.close()
+    this.datasets.clear()
+    await this.corestore.close()
+    await this.chunkStore.close()
+    await this.database.close()
+  }
+
+  private dataset(id: DatasetId, openLog: () => Promise<VersionLog>): Promise<Dataset> {
+    const existing = this.datasets.get(id)
+    if (existing !== undefined) return existing
+    const opening = (async () => {
+      const log = await openLog()
+      // ClassicLevel is an AbstractLevel; only its hook types' variance defeats the checker.
+      const database = this.database as unknown as LevelDatabase
+      const index = await VersionIndex.open({ database, datasetId: id, log })
+      const scanState = database.sublevel(['dataset', id, 'scan']) as unknown as LevelDatabase
+      return new Dataset({ id, log, index, chunkStore: this.chunkStore, scanState })
+    })()
+    this.datasets.set(id, opening)
+    opening.catch(() => this.datasets.delete(id))
+    return opening
+  }
+}
+
+/**
+ * Opens the index database; a damaged one is repaired, and one beyond repair is set aside
+ * and started afresh (the index is rebuilt from the logs; pruned marks and scan hints,
+ * which are not in the logs, are lost with it).
+ */
+async function openIndexDatabase(location: string): Promise<ClassicLevel<string, string>> {
+  const attempt = async (): Promise<ClassicLevel<string, string>> => {
+    const database = new ClassicLevel<string, string>(location)
+    await database.open()
+    return database
+  }
+  try {
+    return await attempt()
+  } catch (error) {
+    // Only damage is repaired; a database locked by another process is left alone.
+    if ((error as { cause?: { code?: unknown } }).cause?.code !== 'LEVEL_CORRUPTION')
+      throw ClusterError.io(
+        `cannot open the index database at ${location}: ${(error as Error).message}`,
+        error,
+      )
+  }
+  try {
+    await ClassicLevel.repair(location)
+    return await attempt()
+  } catch {
+    await rename(location, `${location}.damaged-${Date.now()}`)
+    return await attempt()
+  }
+}
