@@ -56,7 +56,10 @@ export class ChunkIndex {
       await database.open()
     } catch (error) {
       const cause = (error as { cause?: { code?: string } }).cause
-      const reason = cause?.code === 'LEVEL_LOCKED' ? 'another process has it open' : String(error)
+      const reason =
+        cause?.code === 'LEVEL_LOCKED'
+          ? 'it is open already, here or in another process'
+          : String(error)
       throw ClusterError.io(`cannot open the chunk index at ${path}: ${reason}`, error)
     }
     return new ChunkIndex(database, path)

@@ -43,6 +43,7 @@ import {
   recoverPacks,
   type ChunkStoreRecovery,
   type PackState,
+  type RecoveredPacks,
 } from './pack-recovery.ts'
 import { ReadGate, SerialQueue } from './store-locks.ts'
 
@@ -59,6 +60,10 @@ export interface ChunkStoreOptions {
 }
 
 const CHUNK_HASH_PATTERN = /^[0-9a-f]{64}$/
+
+function packsDirectoryOf(directory: string): string {
+  return join(directory, 'packs')
+}
 
 export class ChunkStore implements ChunkStoreApi {
   readonly directory: string
@@ -84,10 +89,10 @@ export class ChunkStore implements ChunkStoreApi {
     directory: string,
     packSizeBytesMax: number,
     index: ChunkIndex,
-    recovered: Awaited<ReturnType<typeof recoverPacks>>,
+    recovered: RecoveredPacks,
   ) {
     this.directory = directory
-    this.packsDirectory = join(directory, 'packs')
+    this.packsDirectory = packsDirectoryOf(directory)
     this.packSizeBytesMax = packSizeBytesMax
     this.index = index
     this.packs = recovered.packs
@@ -103,7 +108,7 @@ export class ChunkStore implements ChunkStoreApi {
     if (!(Number.isSafeInteger(packSizeBytesMax) && packSizeBytesMax >= RECORD_BYTES_MAX)) {
       throw ClusterError.badArgument(`packSizeBytesMax must be at least ${RECORD_BYTES_MAX}`)
     }
-    const packsDirectory = join(directory, 'packs')
+    const packsDirectory = packsDirectoryOf(directory)
     await packCall(packsDirectory, 'create', () => mkdir(packsDirectory, { recursive: true }))
     const index = await ChunkIndex.open(join(directory, 'index'))
     try {
@@ -163,13 +168,14 @@ export class ChunkStore implements ChunkStoreApi {
     return this.gate.read(async () => {
       const location = this.pending.get(hash) ?? (await this.index.get(hashBytes))
       if (location === undefined) throw ClusterError.notFound(`chunk ${hash} is not stored`)
-      const length = recordBytes(location)
       const record =
-        this.appender.readBuffered(location, length) ??
-        (await this.readers.read(location.packId, location.offset, length).catch((error) => {
-          if (!isClusterError(error, 'CORRUPT_STORE')) throw error
-          throw ClusterError.corruptStore(`chunk ${hash}: ${error.message}`, error)
-        }))
+        this.appender.readBuffered(location) ??
+        (await this.readers
+          .read(location.packId, location.offset, recordBytes(location))
+          .catch((error: unknown) => {
+            if (!isClusterError(error, 'CORRUPT_STORE')) throw error
+            throw ClusterError.corruptStore(`chunk ${hash}: ${error.message}`, error)
+          }))
       return verifyRecord(record, hash, location)
     })
   }
@@ -179,6 +185,10 @@ export class ChunkStore implements ChunkStoreApi {
     await this.flushes.run(() => this.flushLocked())
   }
 
+  /**
+   * `isLive` must also hold for any chunk put while prune runs or just before: a put that
+   * found its chunk already stored returns false, and prune may then drop that chunk.
+   */
   async prune(isLive: (hash: ChunkHash) => boolean, options: PruneOptions): Promise<PruneReport> {
     this.checkUsable()
     checkPruneOptions(options)

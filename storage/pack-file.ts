@@ -11,6 +11,7 @@ import {
   RECORD_HEADER_BYTES,
   packPath,
   readRecordHeader,
+  recordBytes,
   sha256,
   writeRecordHeader,
   type RecordLocation,
@@ -35,6 +36,8 @@ interface OpenPack {
   writtenBytes: number
   /** Written since the last sync. */
   dirty: boolean
+  /** A sync started when the pack rolled over, so that flush() has less left to wait for. */
+  syncing: Promise<void> | null
 }
 
 /** Not safe for concurrent calls: its owner serialises them. */
@@ -61,7 +64,13 @@ export class PackAppender {
     assert(this.current === null, 'resume() comes before any append')
     const path = packPath(this.packsDirectory, pack.packId)
     const handle = await packCall(path, 'open', () => open(path, 'r+'))
-    this.current = { packId: pack.packId, handle, writtenBytes: pack.sizeBytes, dirty: false }
+    this.current = {
+      packId: pack.packId,
+      handle,
+      writtenBytes: pack.sizeBytes,
+      dirty: false,
+      syncing: null,
+    }
   }
 
   get currentPackId(): number | null {
@@ -79,6 +88,8 @@ export class PackAppender {
       this.sizeOf(pack) + size > this.packSizeBytesMax
     ) {
       await this.writeBuffer(pack)
+      pack.syncing = this.syncPack(pack)
+      pack.syncing.catch(() => undefined) // awaited, and its failure reported, by sync()
       this.rolledOver.push(pack)
       pack = this.current = null
     }
@@ -93,14 +104,15 @@ export class PackAppender {
   }
 
   /** A copy of a record still in the write buffer, or null when it is in its file. */
-  readBuffered(location: RecordLocation, length: number): Buffer | null {
+  readBuffered(location: RecordLocation): Buffer | null {
     const pack = this.current
     if (pack === null || location.packId !== pack.packId || location.offset < pack.writtenBytes) {
       return null
     }
     const start = location.offset - pack.writtenBytes
-    assert(start + length <= this.bufferedBytes, 'a buffered record lies inside the buffer')
-    return Buffer.from(this.buffer.subarray(start, start + length))
+    const end = start + recordBytes(location)
+    assert(end <= this.bufferedBytes, 'a buffered record lies inside the buffer')
+    return Buffer.from(this.buffer.subarray(start, end))
   }
 
   /** Writes out the buffer and makes every pack written since the last sync durable. */
@@ -109,8 +121,7 @@ export class PackAppender {
     if (pack !== null) await this.writeBuffer(pack)
     const written = [...this.rolledOver, ...(pack?.dirty ? [pack] : [])]
     for (const each of written) {
-      const path = packPath(this.packsDirectory, each.packId)
-      await packCall(path, 'sync', () => each.handle.datasync())
+      await (each.syncing ?? this.syncPack(each))
       each.dirty = false
     }
     for (const each of this.rolledOver.splice(0)) await closePack(this.packsDirectory, each)
@@ -143,12 +154,17 @@ export class PackAppender {
     return pack.writtenBytes + (pack === this.current ? this.bufferedBytes : 0)
   }
 
+  private async syncPack(pack: OpenPack): Promise<void> {
+    const path = packPath(this.packsDirectory, pack.packId)
+    await packCall(path, 'sync', () => pack.handle.datasync())
+  }
+
   private async createPack(): Promise<OpenPack> {
     const packId = this.allocatePackId()
     const path = packPath(this.packsDirectory, packId)
     const handle = await packCall(path, 'create', () => open(path, 'wx'))
     this.createdSinceSync = true
-    return { packId, handle, writtenBytes: 0, dirty: false }
+    return { packId, handle, writtenBytes: 0, dirty: false, syncing: null }
   }
 
   private async writeBuffer(pack: OpenPack): Promise<void> {

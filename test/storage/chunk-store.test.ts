@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert'
 import { appendFile, copyFile, open, readFile, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isClusterError, type ClusterErrorCode } from '../../consensus/cluster-error.ts'
-import { ChunkStore } from '../../storage/chunk-store.ts'
+import { ChunkStore, PUTS_IN_FLIGHT_MAX } from '../../storage/chunk-store.ts'
 import { hashChunk } from '../../storage/chunker.ts'
 import type { Chunk, ChunkHash } from '../../storage/chunk-types.ts'
 import { RECORD_HEADER_BYTES, packFileName } from '../../storage/pack-format.ts'
@@ -386,6 +386,34 @@ test('a threshold of 0 drops dead chunks but rewrites no pack', async () => {
       assert.is(await directoryBytes(join(directory, 'packs')), bytesBefore)
       await assertStored(store, chunks.slice(1))
       assert.not.ok(await store.has(chunks[0]!.hash))
+    })
+  })
+})
+
+test('a store open already cannot be opened a second time', async () => {
+  await withTempDir(async (directory) => {
+    await withStore(directory, async () => {
+      await rejects(ChunkStore.open(directory), 'IO_ERROR', 'open already')
+    })
+  })
+})
+
+test('puts beyond the in-flight bound are refused; the others are stored', async () => {
+  await withTempDir(async (directory) => {
+    const chunks = Array.from({ length: PUTS_IN_FLIGHT_MAX + 100 }, (_, index) => {
+      const bytes = Buffer.from(`tiny chunk ${index}`)
+      return { hash: hashChunk(bytes), bytes }
+    })
+    await withStore(directory, async (store) => {
+      const outcomes = await Promise.allSettled(
+        chunks.map((chunk) => store.put(chunk.hash, chunk.bytes)),
+      )
+      const refused = outcomes.filter((outcome) => outcome.status === 'rejected')
+      assert.is(refused.length, 100)
+      for (const outcome of refused) assert.ok(isClusterError(outcome.reason, 'REFUSED'))
+      const stored = chunks.filter((_, index) => outcomes[index]!.status === 'fulfilled')
+      await assertStored(store, stored)
+      assert.is((await store.stats()).chunks, PUTS_IN_FLIGHT_MAX)
     })
   })
 })

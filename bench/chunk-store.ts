@@ -1,0 +1,134 @@
+// Chunk store throughput and space, each beside a reference measured in the same run on
+// the same bytes: writing is put() of every chunk plus flush(), against one writeFile
+// and fsync of the same bytes; reading is a verified get() of every chunk from a
+// reopened store, against one readFile. Disk use is every byte under the store's
+// directory (packs and index) per unique byte stored.
+//
+//   node --import tsx bench/chunk-store.ts [MiB, default 256]
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { ChunkStore } from '../storage/chunk-store.ts'
+import { chunkBytes } from '../storage/chunker.ts'
+import type { Chunk } from '../storage/chunk-types.ts'
+
+/** Puts or gets awaited together: enough to overlap index look-ups with hashing. */
+const OPERATIONS_IN_FLIGHT_MAX = 32
+const MEGABYTE = 1_000_000
+
+export interface ChunkStoreBenchFigures {
+  readonly uniqueBytes: number
+  readonly chunks: number
+  readonly writeMBps: number
+  readonly referenceWriteMBps: number
+  readonly duplicatePutMBps: number
+  readonly readMBps: number
+  readonly referenceReadMBps: number
+  readonly diskBytesPerUniqueByte: number
+}
+
+export async function runChunkStoreBench(
+  options: { readonly totalBytes?: number } = {},
+): Promise<ChunkStoreBenchFigures> {
+  const data = randomBytes(options.totalBytes ?? 256 * 1024 * 1024)
+  const chunks = chunkBytes(data)
+  const directory = await mkdtemp(join(tmpdir(), 'chunk-store-bench-'))
+  try {
+    const referencePath = join(directory, 'reference')
+    const referenceWriteMs = await timeMs(() => writeAndSync(referencePath, data))
+    const storeDirectory = join(directory, 'store')
+    const store = await ChunkStore.open(storeDirectory)
+    const writeMs = await timeMs(async () => {
+      await inWindows(chunks, (chunk) => store.put(chunk.hash, chunk.bytes))
+      await store.flush()
+    })
+    const duplicatePutMs = await timeMs(() =>
+      inWindows(chunks, (chunk) => store.put(chunk.hash, chunk.bytes)),
+    )
+    await store.close()
+
+    const referenceReadMs = await timeMs(async () => void (await readFile(referencePath)))
+    const reopened = await ChunkStore.open(storeDirectory)
+    let bytesRead = 0
+    const readMs = await timeMs(() =>
+      inWindows(chunks, async (chunk) => {
+        const bytes = await reopened.get(chunk.hash)
+        bytesRead += bytes.length
+      }),
+    )
+    await reopened.close()
+    if (bytesRead !== data.length) throw new Error(`read ${bytesRead} of ${data.length} bytes`)
+
+    const rate = (ms: number): number => data.length / MEGABYTE / (ms / 1000)
+    return {
+      uniqueBytes: data.length,
+      chunks: chunks.length,
+      writeMBps: rate(writeMs),
+      referenceWriteMBps: rate(referenceWriteMs),
+      duplicatePutMBps: rate(duplicatePutMs),
+      readMBps: rate(readMs),
+      referenceReadMBps: rate(referenceReadMs),
+      diskBytesPerUniqueByte: (await directoryBytes(storeDirectory)) / data.length,
+    }
+  } finally {
+    await rm(directory, { recursive: true, force: true })
+  }
+}
+
+async function timeMs(body: () => Promise<void>): Promise<number> {
+  const startedMs = performance.now()
+  await body()
+  return performance.now() - startedMs
+}
+
+async function inWindows(chunks: readonly Chunk[], each: (chunk: Chunk) => Promise<unknown>) {
+  for (let first = 0; first < chunks.length; first += OPERATIONS_IN_FLIGHT_MAX) {
+    await Promise.all(chunks.slice(first, first + OPERATIONS_IN_FLIGHT_MAX).map(each))
+  }
+}
+
+async function writeAndSync(path: string, data: Buffer): Promise<void> {
+  const handle = await open(path, 'w')
+  try {
+    await handle.writeFile(data)
+    await handle.datasync()
+  } finally {
+    await handle.close()
+  }
+}
+
+async function directoryBytes(directory: string): Promise<number> {
+  let total = 0
+  for (const entry of await readdir(directory, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size
+  }
+  return total
+}
+
+function report(figures: ChunkStoreBenchFigures): string {
+  const mebibytes = figures.uniqueBytes / (1024 * 1024)
+  const meanKiB = figures.uniqueBytes / figures.chunks / 1024
+  const row = (name: string, value: number, referenceName: string, reference: number) =>
+    `${name.padEnd(24)} ${value.toFixed(0).padStart(6)} MB/s   ` +
+    `${referenceName.padEnd(24)} ${reference.toFixed(0).padStart(6)} MB/s   ` +
+    `ratio ${(value / reference).toFixed(2)}`
+  return [
+    `chunk store: ${mebibytes} MiB of random data, ${figures.chunks} chunks (mean ${meanKiB.toFixed(0)} KiB)`,
+    row('put + flush', figures.writeMBps, 'writeFile + fsync', figures.referenceWriteMBps),
+    row('verified get', figures.readMBps, 'readFile', figures.referenceReadMBps),
+    row(
+      'put of stored chunks',
+      figures.duplicatePutMBps,
+      'writeFile + fsync',
+      figures.referenceWriteMBps,
+    ),
+    `disk bytes per unique byte: ${figures.diskBytesPerUniqueByte.toFixed(4)} (goal < 1.1)`,
+  ].join('\n')
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const mebibytes = Number(process.argv[2] ?? 256)
+  console.log(report(await runChunkStoreBench({ totalBytes: mebibytes * 1024 * 1024 })))
+}
