@@ -8,7 +8,7 @@
 import { join } from 'node:path'
 import { lstat, readdir, readlink, stat } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
-import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import { ClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from './chunk-types.ts'
 import {
   appendAfterFlush,
@@ -396,27 +396,17 @@ class ScanRun {
       sameIdentity(known.identity, identity)
     )
       return false
-    let ingested
-    try {
-      ingested = await ingestFile({
-        absolutePath: join(this.options.directory, path),
-        path,
-        chunkStore: this.options.chunkStore,
-        ...(this.hooks.signal === undefined ? {} : { signal: this.hooks.signal }),
-      })
-    } catch (error) {
-      if (
-        !isClusterError(error) ||
-        !['NOT_FOUND', 'FILE_UNSTABLE', 'IO_ERROR'].includes(error.code)
-      )
-        throw error
-      const code =
-        error.code === 'NOT_FOUND'
-          ? 'VANISHED'
-          : error.code === 'IO_ERROR'
-            ? 'UNREADABLE'
-            : 'FILE_UNSTABLE'
-      this.warnings.push({ path, code, message: error.message })
+    const ingested = await ingestFile({
+      absolutePath: join(this.options.directory, path),
+      path,
+      chunkStore: this.options.chunkStore,
+      ...(this.hooks.signal === undefined ? {} : { signal: this.hooks.signal }),
+    })
+    if (ingested.kind === 'skipped') {
+      const { code, message } = ingested.problem
+      const warning =
+        code === 'NOT_FOUND' ? 'VANISHED' : code === 'IO_ERROR' ? 'UNREADABLE' : 'FILE_UNSTABLE'
+      this.warnings.push({ path, code: warning, message })
       return false
     }
     const { version } = ingested

@@ -68,33 +68,57 @@ export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   )
 }
 
+/** A file that could not be taken as it is: it vanished, could not be read, or kept changing. */
+export interface SkippedFile {
+  readonly kind: 'skipped'
+  readonly problem: ClusterError
+}
+
+export type IngestOutcome = ({ readonly kind: 'ingested' } & IngestedFile) | SkippedFile
+
+/** Problems of the file itself: reported, not thrown, so that a scan goes on. */
+const FILE_PROBLEMS = ['NOT_FOUND', 'FILE_UNSTABLE', 'IO_ERROR']
+
+/** Wraps a chunk store failure on its way through the chunker: it must not pass for a file problem. */
+class ChunkStoreFailure {
+  readonly error: unknown
+  constructor(error: unknown) {
+    this.error = error
+  }
+}
+
 /**
- * Reads the regular file at `absolutePath` into the chunk store (not flushed) and returns
- * its version. NOT_FOUND if it vanished, IO_ERROR if it cannot be read, FILE_UNSTABLE if it
- * kept changing or stopped being a regular file.
+ * Reads the regular file at `absolutePath` into the chunk store (not flushed) and returns its
+ * version, or why it was skipped: NOT_FOUND if it vanished, IO_ERROR if it cannot be read,
+ * FILE_UNSTABLE if it kept changing or stopped being a regular file. A failing chunk store
+ * (a full disk) is thrown.
  */
-export async function ingestFile(options: {
+export async function ingestFile(options: IngestOptions): Promise<IngestOutcome> {
+  try {
+    for (let attempt = 1; attempt <= INGEST_TRIES_MAX; attempt++) {
+      const ingested = await readOnce(options)
+      if (ingested !== null) return { kind: 'ingested', ...ingested }
+    }
+    throw ClusterError.fileUnstable(
+      `${options.path} changed while it was read, ${INGEST_TRIES_MAX} times`,
+    )
+  } catch (error) {
+    if (error instanceof ChunkStoreFailure) throw error.error
+    if (isClusterError(error) && FILE_PROBLEMS.includes(error.code))
+      return { kind: 'skipped', problem: error }
+    throw error
+  }
+}
+
+interface IngestOptions {
   readonly absolutePath: string
   readonly path: DatasetPath
   readonly chunkStore: ChunkStoreApi
   readonly signal?: AbortSignal
-}): Promise<IngestedFile> {
-  for (let attempt = 1; attempt <= INGEST_TRIES_MAX; attempt++) {
-    const ingested = await readOnce(options)
-    if (ingested !== null) return ingested
-  }
-  throw ClusterError.fileUnstable(
-    `${options.path} changed while it was read, ${INGEST_TRIES_MAX} times`,
-  )
 }
 
 /** One read; null when the file moved during it. */
-async function readOnce(options: {
-  readonly absolutePath: string
-  readonly path: DatasetPath
-  readonly chunkStore: ChunkStoreApi
-  readonly signal?: AbortSignal
-}): Promise<IngestedFile | null> {
+async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
   const { absolutePath, path, chunkStore } = options
   const handle = await fileCall(path, () => open(absolutePath, OPEN_FLAGS))
   try {
@@ -107,7 +131,9 @@ async function readOnce(options: {
         options.signal === undefined ? {} : { signal: options.signal },
         async (chunk) => {
           chunks.push({ hash: chunk.hash, lengthBytes: chunk.bytes.byteLength })
-          await chunkStore.put(chunk.hash, chunk.bytes)
+          await chunkStore.put(chunk.hash, chunk.bytes).catch((error: unknown) => {
+            throw new ChunkStoreFailure(error)
+          })
         },
       ),
     )
@@ -151,14 +177,12 @@ export async function appendAfterFlush(
 }
 
 /** Ingests one file and appends its version; returns the seq of its put record. */
-export async function recordFile(options: {
-  readonly absolutePath: string
-  readonly path: DatasetPath
-  readonly chunkStore: ChunkStoreApi
-  readonly log: VersionLogWriter
-  readonly signal?: AbortSignal
-}): Promise<{ seq: LogSeq; version: FileVersion }> {
-  const { version } = await ingestFile(options)
+export async function recordFile(
+  options: IngestOptions & { readonly log: VersionLogWriter },
+): Promise<{ seq: LogSeq; version: FileVersion }> {
+  const outcome = await ingestFile(options)
+  if (outcome.kind === 'skipped') throw outcome.problem
+  const { version } = outcome
   const { length } = await appendAfterFlush(
     options.chunkStore,
     options.log,
@@ -172,7 +196,7 @@ async function fileCall<T>(path: DatasetPath, call: () => Promise<T>): Promise<T
   try {
     return await call()
   } catch (error) {
-    if (isClusterError(error)) throw error
+    if (isClusterError(error) || error instanceof ChunkStoreFailure) throw error
     const code = (error as NodeJS.ErrnoException).code
     if (code === 'ENOENT' || code === 'ENOTDIR') throw ClusterError.notFound(`${path} vanished`)
     if (code === 'ELOOP' || code === 'ENXIO')

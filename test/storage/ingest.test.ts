@@ -4,9 +4,15 @@ import { execFileSync } from 'node:child_process'
 import { mkdir, open, readFile, stat, utimes } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
-import { isClusterError, type ClusterErrorCode } from '../../consensus/cluster-error.ts'
+import type { ClusterErrorCode } from '../../consensus/cluster-error.ts'
 import type { ChunkHash, ChunkStoreApi } from '../../storage/chunk-types.ts'
-import { INGEST_TRIES_MAX, appendAfterFlush, ingestFile, recordFile } from '../../storage/ingest.ts'
+import {
+  INGEST_TRIES_MAX,
+  appendAfterFlush,
+  ingestFile,
+  recordFile,
+  type IngestOutcome,
+} from '../../storage/ingest.ts'
 import { NodeStore } from '../../storage/node-store.ts'
 import { logSeq, type DatasetPath, type RecordDraft } from '../../storage/version-record.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
@@ -34,14 +40,22 @@ async function withStore(
   }
 }
 
-async function expectCode(work: Promise<unknown>, code: ClusterErrorCode): Promise<void> {
-  try {
-    await work
-  } catch (error) {
-    assert.ok(isClusterError(error, code), `expected ${code}, got ${String(error)}`)
-    return
-  }
-  assert.unreachable(`expected ${code}`)
+/** The outcome of an ingest that must have succeeded. */
+async function ingested(
+  outcome: Promise<IngestOutcome>,
+): Promise<Extract<IngestOutcome, { kind: 'ingested' }>> {
+  const result = await outcome
+  if (result.kind === 'skipped') assert.unreachable(`skipped: ${result.problem.message}`)
+  return result as Extract<IngestOutcome, { kind: 'ingested' }>
+}
+
+/** The file was skipped for `code`: reported, not thrown. */
+async function expectSkipped(
+  outcome: Promise<IngestOutcome>,
+  code: ClusterErrorCode,
+): Promise<void> {
+  const result = await outcome
+  assert.is(result.kind === 'skipped' && result.problem.code, code)
 }
 
 /** The bytes of an ingested version, read back chunk by chunk from the store. */
@@ -61,11 +75,13 @@ test('a file is cut, hashed and stored in one pass, with its size, mode and mtim
       mode: 0o640,
       mtimeMs: PAST_MTIME_MS + 123,
     })
-    const { version, identity } = await ingestFile({
-      absolutePath: join(directory, 'set', 'f.bin'),
-      path: path('f.bin'),
-      chunkStore: store.chunkStore,
-    })
+    const { version, identity } = await ingested(
+      ingestFile({
+        absolutePath: join(directory, 'set', 'f.bin'),
+        path: path('f.bin'),
+        chunkStore: store.chunkStore,
+      }),
+    )
     assert.is(version.sizeBytes, content.length)
     assert.is(version.fileHash, sha256(content))
     assert.is(version.mode, 0o640)
@@ -78,11 +94,13 @@ test('a file is cut, hashed and stored in one pass, with its size, mode and mtim
 test('an empty file is a version with no chunks', () =>
   withStore(async (store, directory) => {
     await writeDatasetFile(directory, 'empty', '')
-    const { version } = await ingestFile({
-      absolutePath: join(directory, 'empty'),
-      path: path('empty'),
-      chunkStore: store.chunkStore,
-    })
+    const { version } = await ingested(
+      ingestFile({
+        absolutePath: join(directory, 'empty'),
+        path: path('empty'),
+        chunkStore: store.chunkStore,
+      }),
+    )
     assert.equal([version.sizeBytes, version.chunks.length, version.fileHash], [0, 0, sha256('')])
   }))
 
@@ -168,27 +186,28 @@ test('a file growing while it is read is FILE_UNSTABLE or stored as one consiste
       await writer.waitForLine((line) => line.event === 'started')
       const outcomes: string[] = []
       for (let round = 0; round < 4; round++) {
-        try {
-          const { version } = await ingestFile({
-            absolutePath: file,
-            path: path('growing.log'),
-            chunkStore: store.chunkStore,
-          })
-          const bytes = await storedBytes(store.chunkStore, version.chunks)
-          // A consistent state of an append-only file is a prefix of what it holds now.
-          assert.is(bytes.length, version.sizeBytes)
-          assert.is(sha256(bytes), version.fileHash)
-          const now = await readFile(file)
-          assert.ok(
-            now.subarray(0, bytes.length).equals(bytes),
-            'stored bytes are a state the file had',
-          )
-          outcomes.push('stored')
-        } catch (error) {
-          assert.ok(isClusterError(error, 'FILE_UNSTABLE'), String(error))
-          assert.match((error as Error).message, `${INGEST_TRIES_MAX} times`)
+        const outcome = await ingestFile({
+          absolutePath: file,
+          path: path('growing.log'),
+          chunkStore: store.chunkStore,
+        })
+        if (outcome.kind === 'skipped') {
+          assert.is(outcome.problem.code, 'FILE_UNSTABLE')
+          assert.match(outcome.problem.message, `${INGEST_TRIES_MAX} times`)
           outcomes.push('unstable')
+          continue
         }
+        const { version } = outcome
+        const bytes = await storedBytes(store.chunkStore, version.chunks)
+        // A consistent state of an append-only file is a prefix of what it holds now.
+        assert.is(bytes.length, version.sizeBytes)
+        assert.is(sha256(bytes), version.fileHash)
+        const now = await readFile(file)
+        assert.ok(
+          now.subarray(0, bytes.length).equals(bytes),
+          'stored bytes are a state the file had',
+        )
+        outcomes.push('stored')
       }
       assert.ok(outcomes.includes('unstable'), `outcomes: ${outcomes.join(', ')}`)
     } finally {
@@ -198,29 +217,49 @@ test('a file growing while it is read is FILE_UNSTABLE or stored as one consiste
 
 test('files that vanish or are not regular files are refused with clear codes', () =>
   withStore(async (store, directory) => {
-    const ingest = (name: string): Promise<unknown> =>
+    const ingest = (name: string): Promise<IngestOutcome> =>
       ingestFile({
         absolutePath: join(directory, name),
         path: path(name),
         chunkStore: store.chunkStore,
       })
-    await expectCode(ingest('never-there'), 'NOT_FOUND')
+    await expectSkipped(ingest('never-there'), 'NOT_FOUND')
     await mkdir(join(directory, 'a-directory'))
-    await expectCode(ingest('a-directory'), 'FILE_UNSTABLE')
+    await expectSkipped(ingest('a-directory'), 'FILE_UNSTABLE')
     execFileSync('mkfifo', [join(directory, 'a-fifo')])
-    await expectCode(ingest('a-fifo'), 'FILE_UNSTABLE') // opened without blocking, then refused
+    await expectSkipped(ingest('a-fifo'), 'FILE_UNSTABLE') // opened without blocking, then refused
     const server = createServer()
     await new Promise<void>((resolve) => server.listen(join(directory, 'a-socket'), resolve))
     try {
-      await expectCode(ingest('a-socket'), 'FILE_UNSTABLE')
+      await expectSkipped(ingest('a-socket'), 'FILE_UNSTABLE')
     } finally {
       await new Promise((resolve) => server.close(resolve))
     }
     await writeDatasetFile(directory, 'target', 'x')
     execFileSync('ln', ['-s', 'target', join(directory, 'a-link')])
-    await expectCode(ingest('a-link'), 'FILE_UNSTABLE') // a link is never followed
+    await expectSkipped(ingest('a-link'), 'FILE_UNSTABLE') // a link is never followed
     assert.ok((await stat(join(directory, 'target'))).isFile())
   }))
+
+test('a failing chunk store is thrown, not taken for a problem of the file', async () => {
+  const directory = await makeTempDir('ingest-store-')
+  try {
+    const store = await NodeStore.open(join(directory, 'data'))
+    await store.close()
+    await writeDatasetFile(directory, 'f', 'content')
+    const closed = ingestFile({
+      absolutePath: join(directory, 'f'),
+      path: path('f'),
+      chunkStore: store.chunkStore,
+    })
+    await closed.then(
+      (outcome) => assert.unreachable(`an outcome instead of a throw: ${outcome.kind}`),
+      () => undefined,
+    )
+  } finally {
+    await removeDir(directory)
+  }
+})
 
 test('a stored version reads back through the log record', () =>
   withStore(async (store, directory) => {
