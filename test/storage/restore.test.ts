@@ -316,6 +316,29 @@ test('the reader lists versions and the difference between two points', () =>
     assert.is((await readAll(await dataset.reader.open(moved))).length, 300_000)
   }))
 
+test('the chunks that kept versions need can be enumerated; pruned versions drop out', () =>
+  withHistory(async ({ dataset, store }) => {
+    const referenced = async (): Promise<Set<string>> => {
+      const hashes = new Set<string>()
+      for await (const hash of store.referencedChunks()) hashes.add(hash)
+      return hashes
+    }
+    const firstReadme = sha256('hello\n') // a small file is one chunk: its hash is the file's
+    const report = await dataset.reader.chunkList(
+      await dataset.reader.fileVersion(path('report-moved.bin')),
+    )
+    assert.ok((await referenced()).has(firstReadme))
+    const [oldReadme] = await dataset.index.versionsOf(path('readme.txt'))
+    await dataset.index.markPruned(oldReadme!)
+    // The moved report's first version is pruned, but its rename still needs the same chunks.
+    const [originalReport] = await dataset.index.versionsOf(path('docs/report.bin'))
+    await dataset.index.markPruned(originalReport!)
+    const after = await referenced()
+    assert.not.ok(after.has(firstReadme))
+    assert.ok(after.has(sha256('hello, second version\n')))
+    for (const chunk of report) assert.ok(after.has(chunk.hash))
+  }))
+
 async function listFiles(directory: string): Promise<string[]> {
   const files: string[] = []
   for (const entry of await readdir(directory, { withFileTypes: true })) {
