@@ -65,8 +65,8 @@ export async function recoverPacks(
     const { size } = await packCall(path, 'stat', () => stat(path))
     if (size < record.indexedEndBytes) packsDamaged.push(packId)
     if (size <= record.indexedEndBytes) {
-      if (known === undefined)
-        orphans.push(packId) // created, then nothing written
+      // A pack the index never heard of that is empty was created, then never written.
+      if (known === undefined) orphans.push(packId)
       else packs.set(packId, { record, sizeBytes: size })
       continue
     }
