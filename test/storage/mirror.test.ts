@@ -1,19 +1,13 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Mirror } from '../../storage/mirror.ts'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
 import { TEMP_FILE_PREFIX } from '../../storage/restore.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
-import {
-  PAST_MTIME_MS,
-  buildSampleDataset,
-  settleDirectories,
-  snapshotTree,
-  writeDatasetFile,
-} from './fixtures/dataset-tree.ts'
+import { buildSampleDataset, changeSampleDataset, snapshotTree } from './fixtures/dataset-tree.ts'
 
 interface Setup {
   readonly directory: string
@@ -43,18 +37,7 @@ async function assertMirrors(mirror: Mirror, root: string): Promise<void> {
 
 /** Edits of every kind, then a scan. */
 async function changeEverything(dataset: Dataset, root: string): Promise<void> {
-  await writeDatasetFile(root, 'readme.txt', 'changed\n', { mtimeMs: PAST_MTIME_MS + 1 })
-  await chmod(join(root, 'scripts/run.sh'), 0o700)
-  await mkdir(join(root, 'archive'))
-  await rename(join(root, 'docs/report.bin'), join(root, 'archive/report.bin'))
-  await rm(join(root, 'docs/deep'), { recursive: true })
-  await rm(join(root, 'empty-file'))
-  await mkdir(join(root, 'empty-file'))
-  await rm(join(root, 'empty'), { recursive: true })
-  await writeDatasetFile(root, 'empty', 'now a file')
-  await rm(join(root, 'link-inside'))
-  await writeDatasetFile(root, 'link-inside', 'a link replaced by a file')
-  await settleDirectories(root, PAST_MTIME_MS + 500)
+  await changeSampleDataset(root)
   await dataset.scan(root)
 }
 
