@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
 import { isTemporaryName } from '../../storage/restore.ts'
 import type { DatasetPath, LogSeq } from '../../storage/version-record.ts'
-import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
+import { withTempDir } from '../helpers/temp-dir.ts'
 import { StoreChild } from './fixtures/child-process.ts'
 import {
   PAST_MTIME_MS,
@@ -45,15 +45,6 @@ async function buildLargeDataset(root: string, fileCount: number, seed: string):
   await settleDirectories(root)
 }
 
-async function withDataDirectory(body: (directory: string) => Promise<void>): Promise<void> {
-  const directory = await makeTempDir('dataset-crash-')
-  try {
-    await body(directory)
-  } finally {
-    await removeDir(directory)
-  }
-}
-
 async function openDataset<T>(data: string, work: (dataset: Dataset) => Promise<T>): Promise<T> {
   const store = await NodeStore.open(data)
   try {
@@ -85,7 +76,7 @@ function wasInterrupted(child: StoreChild): number {
 }
 
 test('kill -9 during scans: every version reported as recorded is there, byte-exact; the index agrees with the log', () =>
-  withDataDirectory(async (directory) => {
+  withTempDir(async (directory) => {
     const data = join(directory, 'data')
     const root = join(directory, 'set')
     await buildLargeDataset(root, 200, 'a')
@@ -163,7 +154,7 @@ async function assertNoTornFile(dataset: Dataset, directory: string): Promise<vo
 }
 
 test('kill -9 during a mirror: no torn file; reopened, the mirror continues to equal the dataset', () =>
-  withDataDirectory(async (directory) => {
+  withTempDir(async (directory) => {
     const data = join(directory, 'data')
     const root = join(directory, 'set')
     const mirrorDirectory = join(directory, 'mirror')
@@ -192,7 +183,7 @@ test('kill -9 during a mirror: no torn file; reopened, the mirror continues to e
   }))
 
 test('kill -9 during a restore: no torn file; restoring again completes it', () =>
-  withDataDirectory(async (directory) => {
+  withTempDir(async (directory) => {
     const data = join(directory, 'data')
     const root = join(directory, 'set')
     await buildLargeDataset(root, 80, 'a')

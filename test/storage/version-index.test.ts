@@ -19,7 +19,7 @@ import {
   type FileVersion,
   type RecordDraft,
 } from '../../storage/version-record.ts'
-import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
+import { withTempDir } from '../helpers/temp-dir.ts'
 import { TestClock, indexAnswers, openLogAndIndex } from './fixtures/version-store-fixture.ts'
 
 const hashOf = (text: string): string => createHash('sha256').update(text).digest('hex')
@@ -65,17 +65,8 @@ async function writeHistory(log: VersionLog, clock: TestClock): Promise<number[]
   return times
 }
 
-async function withStore(body: (directory: string) => Promise<void>): Promise<void> {
-  const directory = await makeTempDir('version-index-')
-  try {
-    await body(directory)
-  } finally {
-    await removeDir(directory)
-  }
-}
-
 test('the index answers what each point in the history held', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const store = await openLogAndIndex(directory, { clock })
     const times = await writeHistory(store.log, clock)
@@ -150,7 +141,7 @@ test('the index answers what each point in the history held', () =>
   }))
 
 test('record times never go backwards, even when the clock does', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const store = await openLogAndIndex(directory, { clock })
     await store.log.append([{ kind: 'delete', path: path('x') }])
@@ -168,7 +159,7 @@ test('record times never go backwards, even when the clock does', () =>
   }))
 
 test('on open the index catches up from its marker without a rebuild', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const first = await openLogAndIndex(directory, { clock })
     await writeHistory(first.log, clock)
@@ -187,7 +178,7 @@ test('on open the index catches up from its marker without a rebuild', () =>
   }))
 
 test('a damaged, lost or foreign index is rebuilt from the log with the same answers', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const store = await openLogAndIndex(directory, { clock })
     const times = await writeHistory(store.log, clock)
@@ -267,7 +258,7 @@ test('a damaged, lost or foreign index is rebuilt from the log with the same ans
   }))
 
 test('a log that differs from what was indexed (same key, other records) forces a rebuild', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const first = await openLogAndIndex(directory, { clock })
     await first.log.append([{ kind: 'delete', path: path('one') }])
@@ -294,7 +285,7 @@ test('a log that differs from what was indexed (same key, other records) forces 
   }))
 
 test('records a peer could send that make no sense are counted and skipped, never fatal', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const store = await openLogAndIndex(directory, { clock })
     const raw = (record: object): Uint8Array =>
@@ -324,7 +315,7 @@ test('records a peer could send that make no sense are counted and skipped, neve
   }))
 
 test('pruned marks are durable and survive a rebuild', () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const store = await openLogAndIndex(directory, { clock })
     await writeHistory(store.log, clock)
@@ -339,7 +330,7 @@ test('pruned marks are durable and survive a rebuild', () =>
   }))
 
 test("a replica's copy of the log, filled by replication, indexes to the same answers", () =>
-  withStore(async (directory) => {
+  withTempDir(async (directory) => {
     const clock = new TestClock()
     const master = await openLogAndIndex(join(directory, 'master'), { clock })
     const times = await writeHistory(master.log, clock)
