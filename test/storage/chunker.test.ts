@@ -64,7 +64,7 @@ test('every chunk but the last is within the minimum and maximum sizes', () => {
 })
 
 test('a 4 KiB insert in a large buffer adds at most 2 chunks', () => {
-  const original = seededBytes('insert-original', 32 * MiB)
+  const original = seededBytes('insert-original', 16 * MiB)
   const inserted = seededBytes('insert-bytes', 4096)
   const originalHashes = new Set(chunkBytes(original).map((chunk) => chunk.hash))
   const insertCount = 24
