@@ -17,6 +17,7 @@ import {
   baseName,
   ensureDirectory,
   lstatOrNull,
+  fileSystemCall,
   removeTemporaryFiles,
   replaceWithSymlink,
   setMetadata,
@@ -47,6 +48,7 @@ export class Mirror {
   private applied: number
   /** No trustworthy state: the next apply compares the whole tree. */
   private needsReconcile: boolean
+  private temporaryFilesMayRemain = true
   private queue: Promise<unknown> = Promise.resolve()
 
   private constructor(
@@ -78,8 +80,10 @@ export class Mirror {
       batchRecordsMax <= MIRROR_BATCH_RECORDS_MAX
     ))
       throw ClusterError.badArgument(`batchRecordsMax must be 1..${MIRROR_BATCH_RECORDS_MAX}`)
-    await mkdir(options.directory, { recursive: true })
-    const directory = await realpath(options.directory)
+    const directory = await fileSystemCall(`cannot open mirror ${options.directory}`, async () => {
+      await mkdir(options.directory, { recursive: true })
+      return realpath(options.directory)
+    })
     const state = await readState(statePath(directory), options.log.keyHex)
     return new Mirror(directory, options.reader, options.log, state, batchRecordsMax)
   }
@@ -95,23 +99,27 @@ export class Mirror {
 
   /** Brings the mirror to the checkout at `length` (default: everything indexed). */
   applyTo(length: number = this.reader.index.indexedLength): Promise<number> {
-    return this.exclusive(async () => {
-      if (!(Number.isSafeInteger(length) && length <= this.reader.index.indexedLength))
-        throw ClusterError.badArgument(
-          `cannot mirror to ${length}: indexed ${this.reader.index.indexedLength}`,
-        )
-      if (this.needsReconcile) {
-        await this.reconcile(length)
-        await this.saveState(length)
-        this.needsReconcile = false
-      }
-      while (this.applied < length) {
-        const end = Math.min(length, this.applied + this.batchRecordsMax)
-        await this.converge(await this.touchedPaths(this.applied, end), this.applied, end)
-        await this.saveState(end)
-      }
-      return this.applied
-    })
+    return this.exclusive(() =>
+      fileSystemCall(`cannot update mirror ${this.directory}`, () => this.applyBatches(length)),
+    )
+  }
+
+  private async applyBatches(length: number): Promise<number> {
+    if (!(Number.isSafeInteger(length) && length <= this.reader.index.indexedLength))
+      throw ClusterError.badArgument(
+        `cannot mirror to ${length}: indexed ${this.reader.index.indexedLength}`,
+      )
+    if (this.needsReconcile) {
+      await this.reconcile(length)
+      await this.saveState(length)
+      this.needsReconcile = false
+    }
+    while (this.applied < length) {
+      const end = Math.min(length, this.applied + this.batchRecordsMax)
+      await this.converge(await this.touchedPaths(this.applied, end), this.applied, end)
+      await this.saveState(end)
+    }
+    return this.applied
   }
 
   /**
@@ -168,9 +176,14 @@ export class Mirror {
     const index = this.reader.index
     const parents = new Set<string>([''])
     for (const path of touched) parents.add(parentPath(path) ?? '')
-    for (const parent of parents) {
-      const directory = await this.existingDirectory(parent)
-      if (directory !== null) await removeTemporaryFiles(directory)
+    // A crash leaves temporary files only where its batch was writing; the first batch
+    // after opening touches the same paths again (or reconciles everything), so look there.
+    if (this.temporaryFilesMayRemain) {
+      for (const parent of parents) {
+        const directory = await this.existingDirectory(parent)
+        if (directory !== null) await removeTemporaryFiles(directory)
+      }
+      this.temporaryFilesMayRemain = false
     }
     const desired = new Map<DatasetPath, VersionEntry | null>()
     for (const path of touched) desired.set(path, await index.latest(path, length))
@@ -198,7 +211,9 @@ export class Mirror {
       await this.materialise(entry)
     }
     // Directory metadata last, deepest first: writing entries moves a directory's mtime.
-    for (const directory of [...parents, ...touched].sort((a, b) => (a < b ? 1 : -1))) {
+    for (const directory of [...new Set([...parents, ...touched])].sort((a, b) =>
+      a < b ? 1 : -1,
+    )) {
       if (directory === '') continue
       const entry =
         desired.get(directory as DatasetPath) ??
@@ -275,13 +290,16 @@ export class Mirror {
       appliedLength,
     }
     const path = this.statePath
-    await writeFileAtomically(
-      dirname(path),
-      basename(path),
-      [Buffer.from(JSON.stringify(state))],
-      0o600,
-      Date.now(),
-    )
+    // A temporary name of this mirror's own: the parent directory may hold other mirrors.
+    const temporary = `${path}.tmp`
+    const handle = await open(temporary, 'w', 0o600)
+    try {
+      await handle.writeFile(JSON.stringify(state))
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await rename(temporary, path)
     await syncDirectory(dirname(path))
     this.applied = appliedLength
   }

@@ -65,6 +65,15 @@ export async function restore(
   reader: DatasetReader,
   options: { readonly point: Point; readonly path?: string; readonly destination: string },
 ): Promise<RestoreResult> {
+  return fileSystemCall(`cannot restore into ${options.destination}`, () =>
+    restoreEntries(reader, options),
+  )
+}
+
+async function restoreEntries(
+  reader: DatasetReader,
+  options: { readonly point: Point; readonly path?: string; readonly destination: string },
+): Promise<RestoreResult> {
   const requested = options.path ?? ''
   const problem = requested === '' ? null : checkDatasetPath(requested)
   if (problem !== null)
@@ -355,12 +364,21 @@ export async function lstatOrNull(path: string): Promise<Stats | null> {
 }
 
 /** File system errors while writing become IO_ERROR (a full disk, a read-only file system). */
-async function fileCall<T>(path: string, call: () => Promise<T>): Promise<T> {
+function fileCall<T>(path: string, call: () => Promise<T>): Promise<T> {
+  return fileSystemCall(`cannot write ${path}`, call)
+}
+
+/**
+ * Runs `call`, turning a failed system call (an error with an errno code) into IO_ERROR
+ * saying `what` failed. Other errors, assertion failures among them, pass unchanged.
+ */
+export async function fileSystemCall<T>(what: string, call: () => Promise<T>): Promise<T> {
   try {
     return await call()
   } catch (error) {
-    if (isClusterError(error)) throw error
-    throw ClusterError.io(`cannot write ${path}: ${errorCode(error)}`, error)
+    const code = (error as NodeJS.ErrnoException).code
+    if (isClusterError(error) || typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code)) throw error
+    throw ClusterError.io(`${what}: ${code}`, error)
   }
 }
 
