@@ -226,26 +226,20 @@ export interface ScannedRecord {
   readonly payload: Buffer
 }
 
-export interface ScanResult {
-  /** Where the last whole, valid record scanned ends. */
-  readonly validEndOffset: number
-  readonly sizeBytes: number
-}
-
 /**
  * Walks the records of a pack from `fromOffset` to its end, checking each against its
- * hash, and stops at the first record that is partial or does not verify.
+ * hash, and stops at the first record that is partial or does not verify. Returns where
+ * the last whole, valid record ends.
  */
 export async function scanPack(
   packsDirectory: string,
   packId: number,
   fromOffset: number,
   onRecord: (record: ScannedRecord) => Promise<void> | void,
-): Promise<ScanResult> {
+): Promise<number> {
   const path = packPath(packsDirectory, packId)
   const handle = await packCall(path, 'open', () => open(path, 'r'))
   try {
-    const { size: sizeBytes } = await packCall(path, 'stat', () => handle.stat())
     const buffer = Buffer.allocUnsafe(SCAN_BUFFER_BYTES)
     let bufferFileOffset = fromOffset
     let start = 0
@@ -262,18 +256,18 @@ export async function scanPack(
       for (;;) {
         if (filled - start < RECORD_HEADER_BYTES) break // needs more bytes
         const header = readRecordHeader(buffer, start)
-        if (header === null) return { validEndOffset: bufferFileOffset + start, sizeBytes }
+        if (header === null) return bufferFileOffset + start
         const end = start + RECORD_HEADER_BYTES + header.lengthBytes
         if (end > filled) break // needs more bytes
         const payload = buffer.subarray(start + RECORD_HEADER_BYTES, end)
         if (!sha256(payload).equals(header.hash)) {
-          return { validEndOffset: bufferFileOffset + start, sizeBytes }
+          return bufferFileOffset + start
         }
         await onRecord({ offset: bufferFileOffset + start, hash: header.hash, payload })
         start = end
       }
       // What is left is the start of a record: partial if the file has no more bytes.
-      if (bytesRead === 0) return { validEndOffset: bufferFileOffset + start, sizeBytes }
+      if (bytesRead === 0) return bufferFileOffset + start
     }
   } finally {
     await handle.close()

@@ -115,7 +115,7 @@ async function scanTail(
 ): Promise<{ record: PackRecord; found: Map<string, readonly [Buffer, RecordLocation]> }> {
   const found = new Map<string, readonly [Buffer, RecordLocation]>()
   let chunkBytes = record.chunkBytes
-  const { validEndOffset } = await scanPack(
+  const validEndOffset = await scanPack(
     packsDirectory,
     record.packId,
     record.indexedEndBytes,
