@@ -72,11 +72,10 @@ export class DatasetReader {
 
   /** Every version of a path, oldest first, each marked when retention pruned it. */
   async versions(path: DatasetPath): Promise<VersionInfo[]> {
-    const pruned = await this.index.prunedSeqs()
-    return (await this.index.versionsOf(path)).map((entry) => ({
-      ...entry,
-      pruned: pruned.has(entry.seq),
-    }))
+    const versions: VersionInfo[] = []
+    for (const entry of await this.index.versionsOf(path))
+      versions.push({ ...entry, pruned: await this.index.isPruned(entry.seq) })
+    return versions
   }
 
   /** The file version of `path` made by record `seq`, or current at `point` (default: latest). */
