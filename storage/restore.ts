@@ -82,7 +82,8 @@ async function restoreEntries(
   const length = await reader.resolve(options.point)
   const skipped: RestoreSkip[] = []
   const directories: DirectoryEntry[] = []
-  const links: SymlinkEntry[] = []
+  /** Each restored link with the real directory it was made in. */
+  const links: { entry: SymlinkEntry; directory: string }[] = []
   let files = 0
   let bytes = 0
   let entries = 0
@@ -93,8 +94,7 @@ async function restoreEntries(
         await ensureDirectory(root, entry.path, 'followInside')
         directories.push(entry)
       } else if (entry.kind === 'symlink') {
-        await restoreSymlink(root, entry)
-        links.push(entry)
+        links.push({ entry, directory: await restoreSymlink(root, entry) })
       } else {
         const directory = await ensureDirectory(root, parentPath(entry.path) ?? '', 'followInside')
         await refuseDirectoryInTheWay(directory, entry)
@@ -114,13 +114,15 @@ async function restoreEntries(
   }
   if (entries === 0)
     throw ClusterError.notFound(`nothing at ${JSON.stringify(requested)} at log length ${length}`)
-  for (const link of links) {
-    const linkPath = join(root, link.path)
-    if (await resolvesInside(root, dirname(linkPath), link.target)) continue
-    await unlink(linkPath)
-    skipped.push({ path: link.path, code: 'UNSAFE_PATH', message: unsafeLinkMessage(link) })
+  let symlinks = 0
+  for (const { entry, directory } of links) {
+    if (await resolvesInside(root, directory, entry.target)) {
+      symlinks++
+      continue
+    }
+    await unlink(join(directory, baseName(entry.path)))
+    skipped.push({ path: entry.path, code: 'UNSAFE_PATH', message: unsafeLinkMessage(entry) })
   }
-  const restoredLinks = links.filter((link) => !skipped.some((skip) => skip.path === link.path))
   // Directory modes and mtimes last, deepest first: writing entries moves a directory's mtime.
   for (const directory of [...directories].sort((a, b) => (a.path < b.path ? 1 : -1)))
     await setMetadata(join(root, directory.path), directory.mode, directory.mtimeMs)
@@ -132,7 +134,7 @@ async function restoreEntries(
     length,
     files,
     directories: directories.length,
-    symlinks: restoredLinks.length,
+    symlinks,
     bytes,
     skipped,
   }
@@ -150,13 +152,15 @@ async function openDestination(destination: string): Promise<string> {
   }
 }
 
-async function restoreSymlink(root: string, entry: SymlinkEntry): Promise<void> {
+/** Restores a link (if it points inside by name) and returns the real directory it is in. */
+async function restoreSymlink(root: string, entry: SymlinkEntry): Promise<string> {
   const directory = await ensureDirectory(root, parentPath(entry.path) ?? '', 'followInside')
   // Checked by name first; the final check, once every entry exists, follows links.
   if (!isInside(root, resolve(directory, entry.target)))
     throw ClusterError.unsafePath(unsafeLinkMessage(entry))
   await refuseDirectoryInTheWay(directory, entry)
   await replaceWithSymlink(directory, baseName(entry.path), entry.target)
+  return directory
 }
 
 function unsafeLinkMessage(entry: SymlinkEntry): string {
