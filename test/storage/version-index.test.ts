@@ -1,7 +1,7 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createHash } from 'node:crypto'
-import { rm } from 'node:fs/promises'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import Corestore from 'corestore'
 import { ClassicLevel } from 'classic-level'
@@ -19,7 +19,9 @@ import {
   type FileVersion,
   type RecordDraft,
 } from '../../storage/version-record.ts'
+import { NodeStore } from '../../storage/node-store.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
+import { buildSampleDataset } from './fixtures/dataset-tree.ts'
 import { TestClock, indexAnswers, openLogAndIndex } from './fixtures/version-store-fixture.ts'
 
 const hashOf = (text: string): string => createHash('sha256').update(text).digest('hex')
@@ -366,6 +368,33 @@ test("a replica's copy of the log, filled by replication, indexes to the same an
     await replicaStore.close()
     await database.close()
     await master.close()
+  }))
+
+test('an index database whose files are damaged on disk is repaired or set aside, and answers the same', () =>
+  withTempDir(async (directory) => {
+    const data = join(directory, 'data')
+    const root = join(directory, 'set')
+    await buildSampleDataset(root)
+    const store = await NodeStore.open(data)
+    const dataset = await store.ownDataset('dataset')
+    await dataset.scan(root)
+    const expected = await indexAnswers(dataset.index, [])
+    await store.close()
+    // Overwrite the start of every LevelDB file: the database no longer opens as it is.
+    for (const name of await readdir(join(data, 'index'))) {
+      if (!/\.(log|ldb)$|^MANIFEST/.test(name)) continue
+      const file = join(data, 'index', name)
+      const bytes = await readFile(file)
+      bytes.fill(0x55, 0, Math.min(bytes.length, 4000))
+      await writeFile(file, bytes)
+    }
+    const reopened = await NodeStore.open(data)
+    try {
+      const again = await reopened.ownDataset('dataset')
+      assert.equal(await indexAnswers(again.index, []), expected)
+    } finally {
+      await reopened.close()
+    }
   }))
 
 async function deleteOne(database: ClassicLevel<string, string>, keyPrefix: string): Promise<void> {
