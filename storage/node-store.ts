@@ -24,6 +24,7 @@ export class Dataset {
   readonly reader: DatasetReader
   private readonly chunkStore: ChunkStoreApi
   private readonly scanState: LevelDatabase
+  private readonly nowMs: () => number
   private queue: Promise<unknown> = Promise.resolve()
 
   constructor(options: {
@@ -32,8 +33,10 @@ export class Dataset {
     index: VersionIndex
     chunkStore: ChunkStoreApi
     scanState: LevelDatabase
+    nowMs: () => number
   }) {
     this.id = options.id
+    this.nowMs = options.nowMs
     this.log = options.log
     this.index = options.index
     this.chunkStore = options.chunkStore
@@ -58,16 +61,18 @@ export class Dataset {
     )
   }
 
-  /** Marks the current state as a recovery point. */
-  addRecoveryPoint(label: string, timeMs: number = Date.now()): Promise<RecoveryPoint> {
+  /** Marks the current state as a recovery point (at `timeMs`, by default now). */
+  addRecoveryPoint(label: string, timeMs?: number): Promise<RecoveryPoint> {
     const problem = checkLabel(label)
-    if (problem !== null) throw ClusterError.badArgument(`bad recovery point label: ${problem}`)
+    if (problem !== null)
+      return Promise.reject(ClusterError.badArgument(`bad recovery point label: ${problem}`))
+    const pointMs = Math.floor(timeMs ?? this.nowMs())
     return this.writing(async () => {
       const { firstSeq } = await this.log.append([
-        { kind: 'recoveryPoint', label, timeMs: Math.floor(timeMs) },
+        { kind: 'recoveryPoint', label, timeMs: pointMs },
       ])
       await this.index.catchUp()
-      return { label, timeMs: Math.floor(timeMs), seq: firstSeq, length: firstSeq + 1 }
+      return { label, timeMs: pointMs, seq: firstSeq, length: firstSeq + 1 }
     })
   }
 
@@ -161,9 +166,21 @@ export class NodeStore {
       const log = await openLog()
       // ClassicLevel is an AbstractLevel; only its hook types' variance defeats the checker.
       const database = this.database as unknown as LevelDatabase
-      const index = await VersionIndex.open({ database, datasetId: id, log })
+      const index = await VersionIndex.open({ database, datasetId: id, log }).catch(
+        async (error: unknown) => {
+          await log.close().catch(() => undefined)
+          throw error
+        },
+      )
       const scanState = database.sublevel(['dataset', id, 'scan']) as unknown as LevelDatabase
-      return new Dataset({ id, log, index, chunkStore: this.chunkStore, scanState })
+      return new Dataset({
+        id,
+        log,
+        index,
+        chunkStore: this.chunkStore,
+        scanState,
+        nowMs: this.nowMs,
+      })
     })()
     this.datasets.set(id, opening)
     opening.catch(() => this.datasets.delete(id))
