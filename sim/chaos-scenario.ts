@@ -38,6 +38,9 @@ export interface ScenarioOptions {
   readonly faults: FaultSwitches
   readonly plantedBug: PlantedBug | null
   readonly keepFullTrace: boolean
+  /** Fixed action weights in place of the seed's choice (a focused search, e.g. for a planted bug). */
+  readonly actionWeights?: Partial<Record<Action, number>>
+  readonly newLeaderCrashProbability?: number
 }
 
 export interface SeedResult {
@@ -63,13 +66,32 @@ const STEP_MS_MAX = 400
 /** Membership changes never shrink the voters below this, so most faults leave a quorum. */
 const VOTERS_MIN = 3
 
-type Action =
-  'propose' | 'partition' | 'heal' | 'crash' | 'restart' | 'slow' | 'membership' | 'transfer'
+export type Action =
+  | 'propose'
+  | 'partition'
+  | 'heal'
+  | 'clog'
+  | 'crash'
+  | 'crashLeader'
+  | 'bounce'
+  | 'restart'
+  | 'slow'
+  | 'membership'
+  | 'transfer'
+
+const CLOG_MS_MAX = 5_000
+const CLOG_HOLD_MS_MAX = 3_000
 
 interface Swarm {
   readonly cluster: ClusterOptions
   readonly weights: ReadonlyMap<Action, number>
+  /** The chance that a newly elected leader crashes moments later (before its first entries spread). */
+  readonly newLeaderCrashProbability: number
 }
+
+const SWARM_LEAVE_OUT_PROBABILITY = 1 / 3
+const NEW_LEADER_CRASH_MS_MAX = 150
+const NEW_LEADER_DOWN_MS_MAX = 2_000
 
 function chooseSwarm(random: SeededRandom, options: ScenarioOptions): Swarm {
   const { faults } = options
@@ -80,8 +102,12 @@ function chooseSwarm(random: SeededRandom, options: ScenarioOptions): Swarm {
     clockDriftBound: faults.clockDrift ? random.pick([0.01, 0.05, 0.1]) : 0,
     tickMs: TICK_MS,
     electionTicks: ELECTION_TICKS,
-    heartbeatTicks: HEARTBEAT_TICKS,
+    heartbeatTicks: random.pick([1, HEARTBEAT_TICKS, 4]),
     snapshotEntriesMin: random.pick([5, 20, 100]),
+    // Small batches and windows open paths that large ones hide (Figure 8 needs an append
+    // that carries an old entry without the new leader's noop).
+    maxEntriesPerAppend: random.pick([1, 3, 256]),
+    maxInflightAppends: random.pick([1, 4, 64]),
     diskLatency: {
       writeMsMin: 0,
       writeMsMax: random.pick([1, 5]),
@@ -95,19 +121,29 @@ function chooseSwarm(random: SeededRandom, options: ScenarioOptions): Swarm {
     plantedBug: options.plantedBug,
     keepFullTrace: options.keepFullTrace,
   }
+  // Swarm testing: each kind of fault is left out of a third of the runs, because a mix of
+  // everything hides bugs that only a few faults in concert reveal.
   const weight = (enabled: boolean, choices: number[]): number =>
-    enabled ? random.pick(choices) : 0
+    enabled && !random.chance(SWARM_LEAVE_OUT_PROBABILITY) ? random.pick(choices) : 0
   const weights = new Map<Action, number>([
-    ['propose', 10],
+    // The topology log is idle most of the time: some runs propose rarely.
+    ['propose', random.pick([1, 3, 10])],
     ['partition', weight(faults.partitions, [0, 1, 3])],
     ['heal', weight(faults.partitions, [1, 3])],
+    ['clog', weight(faults.partitions, [0, 1, 2])],
     ['crash', weight(faults.crashes, [0, 1, 2])],
+    ['crashLeader', weight(faults.crashes, [0, 1])],
+    ['bounce', weight(faults.crashes, [0, 1, 3])],
     ['restart', weight(faults.crashes, [2, 4])],
     ['slow', weight(faults.slowNodes, [0, 1])],
     ['membership', weight(faults.membership, [0, 1, 2])],
     ['transfer', weight(faults.transfers, [0, 1, 2])],
   ])
-  return { cluster, weights }
+  for (const [action, fixed] of Object.entries(options.actionWeights ?? {}))
+    weights.set(action as Action, fixed)
+  const newLeaderCrashProbability =
+    options.newLeaderCrashProbability ?? (faults.crashes ? random.pick([0, 0, 0.1, 0.3]) : 0)
+  return { cluster, weights, newLeaderCrashProbability }
 }
 
 function describeSwarm(swarm: Swarm): string {
@@ -116,7 +152,8 @@ function describeSwarm(swarm: Swarm): string {
   return (
     `nodes=${c.nodeCount} campaigners=${c.campaignerCount} sites=${c.siteCount} drift=${c.clockDriftBound} ` +
     `loss=${c.networkFaults.lossProbability} dup=${c.networkFaults.duplicateProbability} ` +
-    `sync=${c.diskLatency.syncMsMax}ms snapshotEvery=${c.snapshotEntriesMin} ${actions}`
+    `sync=${c.diskLatency.syncMsMax}ms snapshotEvery=${c.snapshotEntriesMin} batch=${c.maxEntriesPerAppend} ` +
+    `inflight=${c.maxInflightAppends} heartbeat=${c.heartbeatTicks} newLeaderCrash=${swarm.newLeaderCrashProbability} ${actions}`
   )
 }
 
@@ -138,6 +175,7 @@ export class ChaosRun {
   readonly #options: ScenarioOptions
   readonly #encoder = new TextEncoder()
   #proposalCount = 0
+  #liveness = false
   proposalsCommitted = 0
 
   constructor(options: ScenarioOptions) {
@@ -146,6 +184,19 @@ export class ChaosRun {
     this.#swarm = chooseSwarm(random.fork(), options)
     this.#random = random.fork()
     this.cluster = new SimCluster(options.seed, this.#swarm.cluster)
+    this.cluster.onLeaderElected = (node) => this.#maybeStrikeNewLeader(node)
+  }
+
+  #maybeStrikeNewLeader(node: SimNode): void {
+    if (this.#liveness || !this.#random.chance(this.#swarm.newLeaderCrashProbability)) return
+    const queue = this.cluster.queue
+    queue.schedule(queue.nowMs + this.#random.between(1, NEW_LEADER_CRASH_MS_MAX), () => {
+      if (!node.up || this.#liveness) return
+      this.cluster.crash(node)
+      queue.schedule(queue.nowMs + this.#random.between(1, NEW_LEADER_DOWN_MS_MAX), () => {
+        if (!node.up) this.cluster.start(node)
+      })
+    })
   }
 
   run(): SeedResult {
@@ -184,8 +235,16 @@ export class ChaosRun {
       case 'heal':
         this.#note('heal network')
         return this.cluster.network.healAll()
+      case 'clog':
+        return this.#clog()
       case 'crash':
         return this.#crash()
+      case 'crashLeader': {
+        const leader = this.cluster.leader()
+        return leader === null ? undefined : this.cluster.crash(leader)
+      }
+      case 'bounce':
+        return this.#bounce()
       case 'restart':
         return this.#restart()
       case 'slow':
@@ -217,6 +276,7 @@ export class ChaosRun {
       'isolateSingle',
       'split',
       'asymmetric',
+      'leaderOneWay',
       'bridge',
     ] as const)
     const leader = this.cluster.leader()?.id ?? this.#random.pick(ids)
@@ -228,6 +288,15 @@ export class ChaosRun {
       const from = this.#random.pick(ids)
       for (const other of ids)
         if (other !== from && this.#random.chance(0.6)) network.cut(from, other)
+    } else if (mode === 'leaderOneWay') {
+      // A minority stops hearing the leader, which keeps its quorum and its lease: the
+      // minority's campaigns must not win while that lease holds.
+      const others = this.#random.shuffle(ids.filter((id) => id !== leader))
+      const deaf = others.slice(
+        0,
+        this.#random.between(1, Math.max(1, Math.floor(others.length / 2))),
+      )
+      for (const id of deaf) network.cut(leader, id)
     } else {
       const shuffled = this.#random.shuffle(ids)
       const bridge = mode === 'bridge' ? shuffled.pop()! : null
@@ -240,10 +309,33 @@ export class ChaosRun {
     this.#note(`partition ${mode}: ${network.describeCuts()}`)
   }
 
+  #clog(): void {
+    const ids = [...this.cluster.nodes.keys()]
+    const from = this.#random.pick(ids)
+    const to = this.#random.pick(ids.filter((id) => id !== from))
+    const untilMs = this.cluster.nowMs + this.#random.between(100, CLOG_MS_MAX)
+    this.cluster.network.clog(from, to, untilMs, CLOG_HOLD_MS_MAX)
+    this.#note(`clog ${from}>${to} until ${untilMs.toFixed(0)} ms`)
+  }
+
   #crash(): void {
     const up = this.cluster.upNodes()
     if (up.length === 0) return
     this.cluster.crash(this.#random.pick(up))
+  }
+
+  /** A crash and a quick restart, as a supervisor would do: the node comes back within an election timeout. */
+  #bounce(): void {
+    const up = this.cluster.upNodes()
+    if (up.length === 0) return
+    const node = this.#random.pick(up)
+    this.cluster.crash(node)
+    this.cluster.queue.schedule(
+      this.cluster.nowMs + this.#random.between(1, TICK_MS * ELECTION_TICKS),
+      () => {
+        if (!node.up) this.cluster.start(node)
+      },
+    )
   }
 
   #restart(): void {
@@ -305,6 +397,7 @@ export class ChaosRun {
   #checkLiveness(): void {
     const cluster = this.cluster
     this.#note('liveness phase: heal all faults')
+    this.#liveness = true
     cluster.network.healAll()
     cluster.network.faults = { lossProbability: 0, duplicateProbability: 0 }
     for (const node of cluster.nodes.values()) {

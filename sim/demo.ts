@@ -12,6 +12,8 @@ const cluster = new SimCluster(Number(process.env['SEED'] ?? 7), {
   electionTicks: 10,
   heartbeatTicks: 2,
   snapshotEntriesMin: 50,
+  maxEntriesPerAppend: 64,
+  maxInflightAppends: 8,
   diskLatency: { writeMsMin: 0, writeMsMax: 1, syncMsMin: 1, syncMsMax: 3 },
   networkFaults: { lossProbability: 0, duplicateProbability: 0 },
   plantedBug: null,

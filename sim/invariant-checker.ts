@@ -1,9 +1,12 @@
 // The safety properties of Raft (Figure 3 of the paper) and of the leader lease, checked
 // incrementally as events happen, so that a check after every event stays cheap:
-// - Election Safety: at most one leader per term.
+// - Election Safety: at most one leader per term; underneath it, no node votes for two
+//   candidates in one term (checked on what each node persists).
 // - Log Matching: an (index, term) pair always names the same entry with the same
 //   predecessor term, hence (by induction) the same log prefix.
-// - Leader Completeness: a new leader's log holds every entry any node has applied.
+// - Leader Completeness: a new leader's log holds every entry applied in an earlier term
+//   (a leader of an old term may still win late, from delayed votes: it need not hold
+//   what later terms committed).
 // - State Machine Safety: every node applies the same entry at an index; a snapshot's
 //   state equals the state every node had at its index.
 // - Lease: at no instant do two nodes hold a valid lease.
@@ -29,10 +32,15 @@ export class InvariantChecker {
   readonly violations: Violation[] = []
   readonly #now: () => number
   readonly #leaderOfTerm = new Map<number, NodeId>()
+  /** "node@term" → the candidate it persisted a vote for. */
+  readonly #votes = new Map<string, NodeId>()
   /** (index, term) → digest of the entry and the term before it. */
   readonly #logEntries = new Map<string, { digest: Digest; previousTerm: number }>()
-  /** index → chain digest after applying it, and the applied entry's term. */
-  readonly #applied = new Map<number, { chain: Digest; term: number }>()
+  /**
+   * index → chain digest after applying it, the entry's term, and the term in which it was
+   * known committed: the first applier's current term, never below the true commit term.
+   */
+  readonly #applied = new Map<number, { chain: Digest; term: number; committedInTerm: number }>()
   #appliedMax = 0
 
   constructor(now: () => number) {
@@ -60,7 +68,7 @@ export class InvariantChecker {
     this.#leaderOfTerm.set(term, node)
     const snapshotIndex = core.snapshotMeta()?.index ?? 0
     for (const [index, applied] of this.#applied) {
-      if (index <= snapshotIndex) continue
+      if (index <= snapshotIndex || applied.committedInTerm >= term) continue
       const entry = core.entryAt(index as Entry['index'])
       if (entry === null || entry.term !== applied.term) {
         this.#fail(
@@ -73,6 +81,18 @@ export class InvariantChecker {
   }
 
   onPersist(node: NodeId, batch: RaftWriteBatch, previousTerm: number): void {
+    const vote = batch.hardState?.vote
+    if (vote != null) {
+      const key = `${node}@${batch.hardState!.term}`
+      const earlier = this.#votes.get(key)
+      if (earlier === undefined) this.#votes.set(key, vote)
+      else if (earlier !== vote) {
+        this.#fail(
+          'Election Safety',
+          `${node} voted for ${earlier} and for ${vote} in term ${batch.hardState!.term}`,
+        )
+      }
+    }
     let before = previousTerm
     for (const entry of batch.entries) {
       const key = `${entry.index}:${entry.term}`
@@ -89,7 +109,13 @@ export class InvariantChecker {
     }
   }
 
-  onApply(node: NodeId, entry: Entry, chain: Digest, appliedBefore: number): void {
+  onApply(
+    node: NodeId,
+    entry: Entry,
+    chain: Digest,
+    appliedBefore: number,
+    nodeTerm: number,
+  ): void {
     if (entry.index !== appliedBefore + 1) {
       this.#fail(
         'State Machine Safety',
@@ -98,7 +124,7 @@ export class InvariantChecker {
     }
     const known = this.#applied.get(entry.index)
     if (known === undefined) {
-      this.#applied.set(entry.index, { chain, term: entry.term })
+      this.#applied.set(entry.index, { chain, term: entry.term, committedInTerm: nodeTerm })
       this.#appliedMax = Math.max(this.#appliedMax, entry.index)
     } else if (known.chain !== chain) {
       this.#fail(

@@ -25,6 +25,8 @@ export interface ClusterOptions {
   readonly electionTicks: number
   readonly heartbeatTicks: number
   readonly snapshotEntriesMin: number
+  readonly maxEntriesPerAppend: number
+  readonly maxInflightAppends: number
   readonly diskLatency: DiskLatency
   readonly networkFaults: NetworkFaults
   readonly plantedBug: PlantedBug | null
@@ -82,6 +84,8 @@ export class SimCluster {
   readonly #coreRandom: SeededRandom
   readonly #bootstrap: Snapshot
   events = 0
+  /** Told when a node becomes leader, after the checker (the scenario may strike it then). */
+  onLeaderElected: ((node: SimNode) => void) | null = null
 
   constructor(seed: number, options: ClusterOptions) {
     assert(
@@ -138,7 +142,8 @@ export class SimCluster {
   start(node: SimNode): void {
     assert(!node.up, `${node.id} is already up`)
     const machine = new SimStateMachine({
-      onApply: (entry, chain, before) => this.checker.onApply(node.id, entry, chain, before),
+      onApply: (entry, chain, before) =>
+        this.checker.onApply(node.id, entry, chain, before, node.driver!.core.hardState().term),
       onRestore: (metaIndex, stateIndex, chain) =>
         this.checker.onRestore(node.id, metaIndex, stateIndex, chain),
     })
@@ -150,6 +155,8 @@ export class SimCluster {
         id: node.id,
         electionTicks: options.electionTicks,
         heartbeatTicks: options.heartbeatTicks,
+        maxEntriesPerAppend: options.maxEntriesPerAppend,
+        maxInflightAppends: options.maxInflightAppends,
         clockDriftBound: options.clockDriftBound,
         canCampaign: node.canCampaign,
         random: this.#coreRandom.fork(),
@@ -222,7 +229,9 @@ export class SimCluster {
       this.nowMs,
       `${node.id} is ${state.role} term=${state.term} leader=${state.leader ?? '-'}`,
     )
-    if (state.role === 'leader') this.checker.onLeader(node.id, state.term, node.driver!.core)
+    if (state.role !== 'leader') return
+    this.checker.onLeader(node.id, state.term, node.driver!.core)
+    this.onLeaderElected?.(node)
   }
 
   #checkLeases(): void {

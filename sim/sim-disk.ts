@@ -118,11 +118,11 @@ export class SimDisk implements RaftStorage {
     this.#lastCompletionMs = completionMs
     const event = this.#queue.schedule(completionMs, () => {
       this.#inFlight.shift()
-      const previousTerm =
-        batch.entries[0] === undefined
-          ? 0
-          : (termAt(this.#visible, batch.entries[0].index - 1) ?? 0)
       applyBatch(this.#visible, batch)
+      // After the batch, so that a snapshot installed by the same batch counts.
+      const first = batch.entries[0]
+      const previousTerm = first === undefined ? 0 : termAt(this.#visible, first.index - 1)
+      assert(previousTerm !== null, `no term before entry ${first?.index} after the write`)
       this.#unsynced.push(batch)
       if (sync) this.#sync()
       this.observer?.(batch, previousTerm)

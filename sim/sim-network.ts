@@ -47,9 +47,13 @@ export class SimNetwork {
   /** Directed cuts, "from>to". */
   readonly #cut = new Set<string>()
   faults: NetworkFaults
+  /** A scripted scenario's hook (etcd's test network has one): return false to drop a message. */
+  filter: ((message: Message) => boolean) | null = null
   readonly counters: NetworkCounters = { sent: 0, delivered: 0, lost: 0, duplicated: 0, cut: 0 }
   /** Extra delay multiplier for messages to a slow node. */
   readonly slowFactor = new Map<NodeId, number>()
+  /** Clogged directed links ("from>to"): until when, and the longest extra hold of a message. */
+  readonly #clogged = new Map<string, { untilMs: number; holdMsMax: number }>()
 
   constructor(
     queue: EventQueue,
@@ -67,7 +71,7 @@ export class SimNetwork {
 
   send(message: Message): void {
     this.counters.sent++
-    if (this.isCut(message.from, message.to)) {
+    if (this.isCut(message.from, message.to) || this.filter?.(message) === false) {
       this.counters.cut++
       return
     }
@@ -90,13 +94,23 @@ export class SimNetwork {
     this.#cut.add(`${from}>${to}`)
   }
 
+  uncut(from: NodeId, to: NodeId): void {
+    this.#cut.delete(`${from}>${to}`)
+  }
+
   cutBoth(a: NodeId, b: NodeId): void {
     this.cut(a, b)
     this.cut(b, a)
   }
 
+  /** A clogged path (TigerBeetle's packet simulator): messages sent on it before `untilMs` are held up to `holdMsMax` longer, so they arrive long after later ones. */
+  clog(from: NodeId, to: NodeId, untilMs: number, holdMsMax: number): void {
+    this.#clogged.set(`${from}>${to}`, { untilMs, holdMsMax })
+  }
+
   healAll(): void {
     this.#cut.clear()
+    this.#clogged.clear()
   }
 
   get partitioned(): boolean {
@@ -114,6 +128,9 @@ export class SimNetwork {
     if (this.#random.chance(profile.tailProbability))
       latencyMs += this.#random.float() * profile.tailMsMax
     latencyMs *= this.slowFactor.get(message.to) ?? 1
+    const clog = this.#clogged.get(`${message.from}>${message.to}`)
+    if (clog !== undefined && clog.untilMs > this.#queue.nowMs)
+      latencyMs += this.#random.float() * clog.holdMsMax
     this.#queue.schedule(this.#queue.nowMs + latencyMs, () => {
       if (this.isCut(message.from, message.to)) {
         this.counters.cut++
