@@ -256,9 +256,19 @@ export class VersionIndex {
   }
 
   /** Durably marks a version as pruned by retention: its chunks may be gone. */
-  async markPruned(entry: VersionEntry): Promise<void> {
+  markPruned(entry: VersionEntry): Promise<void> {
+    return this.markPrunedAll([entry])
+  }
+
+  /** Durably marks versions as pruned, in one batch. */
+  async markPrunedAll(versions: readonly { seq: LogSeq; path: DatasetPath }[]): Promise<void> {
+    const operations = versions.map(({ seq, path }) => ({
+      type: 'put' as const,
+      key: padNumber(seq),
+      value: path,
+    }))
     // Synced (a classic-level option the abstract type lacks): the chunks go right after.
-    await this.pruned.put(padNumber(entry.seq), entry.path, { sync: true } as object)
+    await this.pruned.batch(operations, { sync: true } as object)
   }
 
   async isPruned(seq: LogSeq): Promise<boolean> {
