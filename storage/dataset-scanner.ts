@@ -5,6 +5,9 @@
 // a vanished one is a rename. A fault on one entry (unreadable, vanished, special, a name
 // that is not UTF-8, a path over the limit) is a warning in the result and never stops the
 // scan; an entry that could not be examined keeps its last version until a later scan.
+// A scoped scan (what a change watcher asks for) does the same for a few paths and their
+// subtrees only: it reads only their index entries and scan state, so one changed file
+// costs time in proportion to its subtree and history, not to the dataset's.
 import { join } from 'node:path'
 import { lstat, readdir, readlink, stat } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
@@ -43,6 +46,11 @@ export const SCAN_BATCH_BYTES_MAX = 64 * 1024 * 1024
  * timestamp tick without its mtime moving, so it is read again next time (git's "racy clean").
  */
 export const RACY_MARGIN_NS = 2_000_000_000n
+/**
+ * Scopes one scan takes: each costs a few range reads, so beyond this many a full scan is
+ * as cheap, and the scan does a full one itself.
+ */
+export const SCAN_SCOPES_MAX = 4096
 
 export type ScanWarningCode =
   | 'UNREADABLE'
@@ -78,6 +86,8 @@ export interface ScanResult {
   readonly length: number
   readonly filesRead: number
   readonly bytesRead: number
+  /** The merged scopes that were examined; null when the whole dataset was. */
+  readonly scopes: readonly DatasetPath[] | null
 }
 
 type Found =
@@ -99,6 +109,16 @@ export interface ScanOptions {
   readonly onRecorded?: (changes: readonly ScanChange[]) => void
   /** Records per append, 1..SCAN_BATCH_RECORDS_MAX: smaller batches are durable sooner. */
   readonly batchRecordsMax?: number
+  /**
+   * Dataset-relative paths to examine, each with its subtree ('' or absent: the whole
+   * dataset; []: nothing). Nested and repeated scopes are merged; an invalid one ('..',
+   * absolute, empty segments, over the path limit) is BAD_ARGUMENT; more than
+   * SCAN_SCOPES_MAX makes a full scan. A scope records what a full scan would record for
+   * it: a rename only when both its paths are in this scan's scopes (else the new path is
+   * a put and the old one stays until its own scope or a full scan). The parents of a
+   * scope are not examined: their mtimes wait for the periodic full scan.
+   */
+  readonly scopes?: readonly string[]
 }
 
 type PendingChange = Omit<ScanChange, 'seq'>
@@ -134,14 +154,17 @@ export class DatasetScanner {
       batchRecordsMax <= SCAN_BATCH_RECORDS_MAX
     ))
       throw ClusterError.badArgument(`batchRecordsMax must be 1..${SCAN_BATCH_RECORDS_MAX}`)
+    const scopes = mergeScopes(options.scopes)
     const { index } = this.options
     const scanStartNs = BigInt(Date.now()) * 1_000_000n
     await index.catchUp()
     const previous = new Map<DatasetPath, LiveEntry>()
-    for await (const entry of index.entries(index.indexedLength)) previous.set(entry.path, entry)
-    const state = await this.loadScanState()
+    for (const scope of scopes ?? [''])
+      for await (const entry of index.entries(index.indexedLength, scope))
+        previous.set(entry.path, entry)
+    const state = await this.loadScanState(scopes)
     const warnings: ScanWarning[] = []
-    const { found, unknown } = await this.walk(warnings)
+    const { found, unknown } = await this.walk(warnings, scopes)
     const run = new ScanRun(this.options, state, scanStartNs, warnings, options)
 
     const isUnknown = (path: DatasetPath): boolean => {
@@ -216,24 +239,41 @@ export class DatasetScanner {
       length: this.options.log.length,
       filesRead: run.filesRead,
       bytesRead: run.bytesRead,
+      scopes,
     }
   }
 
-  private async loadScanState(): Promise<Map<DatasetPath, ScanStateEntry>> {
+  /** The hints of the scopes (each path and the keys below it), or of the whole dataset. */
+  private async loadScanState(
+    scopes: readonly DatasetPath[] | null,
+  ): Promise<Map<DatasetPath, ScanStateEntry>> {
+    const ranges =
+      scopes === null
+        ? [{}]
+        : scopes.flatMap((scope) => [
+            { gte: scope, lte: scope },
+            { gt: `${scope}/`, lt: `${scope}0` }, // '0' follows '/'
+          ])
     const state = new Map<DatasetPath, ScanStateEntry>()
-    for await (const [key, value] of this.options.scanState.iterator()) {
-      try {
-        state.set(key as DatasetPath, JSON.parse(value) as ScanStateEntry)
-      } catch {
-        // A damaged hint only means the file is read again.
+    for (const range of ranges)
+      for await (const [key, value] of this.options.scanState.iterator(range)) {
+        try {
+          state.set(key as DatasetPath, JSON.parse(value) as ScanStateEntry)
+        } catch {
+          // A damaged hint only means the file is read again.
+        }
       }
-    }
     return state
   }
 
-  /** Every entry of the dataset, and the paths that could not be examined (with their subtrees). */
+  /**
+   * Every entry of the dataset, or of the scopes with their subtrees, and the paths that could
+   * not be examined (with their subtrees). A scope that is not there, or lies below something
+   * other than a directory (a file, a link), is absent: its last versions are to be deleted.
+   */
   private async walk(
     warnings: ScanWarning[],
+    scopes: readonly DatasetPath[] | null,
   ): Promise<{ found: Map<DatasetPath, Found>; unknown: Set<DatasetPath> }> {
     const root = this.options.directory
     const rootStats = await stat(root).catch((error: unknown) => {
@@ -248,7 +288,52 @@ export class DatasetScanner {
     const warn = (path: string, code: ScanWarningCode, message: string): void => {
       warnings.push({ path, code, message: `${path}: ${message}` })
     }
-    const stack: (DatasetPath | '')[] = ['']
+    const stack: (DatasetPath | '')[] = scopes === null ? [''] : []
+    // A listed entry that is gone is a fault (its last version stays); a scope that is gone is a delete.
+    const examine = async (path: DatasetPath, listed: boolean): Promise<void> => {
+      if (found.size >= SCAN_ENTRIES_MAX)
+        throw ClusterError.refused(`dataset ${root} has more than ${SCAN_ENTRIES_MAX} entries`)
+      const absolute = join(root, path)
+      let stats: BigIntStats
+      try {
+        stats = await lstat(absolute, { bigint: true })
+      } catch (error) {
+        const vanished = isVanished(error)
+        if (vanished && !listed) return
+        warn(path, vanished ? 'VANISHED' : 'UNREADABLE', `cannot stat (${errorCode(error)})`)
+        unknown.add(path)
+        return
+      }
+      if (stats.isDirectory()) {
+        found.set(path, {
+          type: 'directory',
+          mode: modeOf(stats),
+          mtimeMs: millisecondsOf(stats.mtimeNs),
+        })
+        stack.push(path)
+      } else if (stats.isFile()) {
+        found.set(path, { type: 'file', identity: identityOf(stats) })
+      } else if (stats.isSymbolicLink()) {
+        const target = await this.readTarget(absolute, path, warn, unknown)
+        if (target !== null) found.set(path, { type: 'symlink', target })
+      } else {
+        warn(
+          path,
+          'SPECIAL_FILE',
+          'not a regular file, directory or symlink (socket, fifo or device); skipped',
+        )
+      }
+    }
+    const parents = new Map<DatasetPath, ParentState>()
+    for (const scope of scopes ?? []) {
+      const parent = await checkParents(root, scope, parents)
+      if (parent === 'directory') {
+        await examine(scope, false)
+      } else if (parent !== 'absent') {
+        warn(scope, 'UNREADABLE', `cannot stat ${parent.path} (${errorCode(parent.error)})`)
+        unknown.add(scope)
+      }
+    }
     while (stack.length > 0) {
       const directory = stack.pop()!
       let names: Buffer[]
@@ -277,41 +362,7 @@ export class DatasetScanner {
           warn(shown, 'PATH_TOO_LONG', `${problem}; skipped`)
           continue
         }
-        const path = shown as DatasetPath
-        if (found.size >= SCAN_ENTRIES_MAX)
-          throw ClusterError.refused(`dataset ${root} has more than ${SCAN_ENTRIES_MAX} entries`)
-        const absolute = join(root, path)
-        let stats: BigIntStats
-        try {
-          stats = await lstat(absolute, { bigint: true })
-        } catch (error) {
-          warn(
-            path,
-            isVanished(error) ? 'VANISHED' : 'UNREADABLE',
-            `cannot stat (${errorCode(error)})`,
-          )
-          unknown.add(path)
-          continue
-        }
-        if (stats.isDirectory()) {
-          found.set(path, {
-            type: 'directory',
-            mode: modeOf(stats),
-            mtimeMs: millisecondsOf(stats.mtimeNs),
-          })
-          stack.push(path)
-        } else if (stats.isFile()) {
-          found.set(path, { type: 'file', identity: identityOf(stats) })
-        } else if (stats.isSymbolicLink()) {
-          const target = await this.readTarget(absolute, path, warn, unknown)
-          if (target !== null) found.set(path, { type: 'symlink', target })
-        } else {
-          warn(
-            path,
-            'SPECIAL_FILE',
-            'not a regular file, directory or symlink (socket, fifo or device); skipped',
-          )
-        }
+        await examine(shown as DatasetPath, true)
       }
     }
     return { found, unknown }
@@ -535,6 +586,56 @@ function findRenameCandidates(
     sourcesByInode.delete(now.identity.inode)
   }
   return candidates
+}
+
+/**
+ * The scopes of a scan, validated, without repeats and without scopes inside other scopes,
+ * in path order; null for the whole dataset.
+ */
+function mergeScopes(scopes: readonly string[] | undefined): DatasetPath[] | null {
+  if (scopes === undefined || scopes.length > SCAN_SCOPES_MAX) return null
+  for (const scope of scopes) {
+    const problem = scope === '' ? null : checkDatasetPath(scope)
+    if (problem !== null)
+      throw ClusterError.badArgument(`bad scan scope ${JSON.stringify(scope)}: ${problem}`)
+  }
+  if (scopes.includes('')) return null
+  const all = new Set(scopes as readonly DatasetPath[])
+  const insideAnother = (scope: DatasetPath): boolean => {
+    for (let parent = parentPath(scope); parent !== null; parent = parentPath(parent))
+      if (all.has(parent)) return true
+    return false
+  }
+  return [...all].filter((scope) => !insideAnother(scope)).sort(compare)
+}
+
+/** What the parents of a scope are: all real directories, or not (the scope is absent), or unknown. */
+type ParentState = 'directory' | 'absent' | { readonly path: DatasetPath; readonly error: unknown }
+
+/**
+ * Checks the parents of `scope` from the top, each once per scan (`checked`): a scope below a
+ * link is not in the dataset, and a full scan would never have followed that link.
+ */
+async function checkParents(
+  root: string,
+  scope: DatasetPath,
+  checked: Map<DatasetPath, ParentState>,
+): Promise<ParentState> {
+  const parents: DatasetPath[] = []
+  for (let parent = parentPath(scope); parent !== null; parent = parentPath(parent))
+    parents.unshift(parent)
+  for (const parent of parents) {
+    let state = checked.get(parent)
+    if (state === undefined) {
+      state = await lstat(join(root, parent)).then(
+        (stats): ParentState => (stats.isDirectory() ? 'directory' : 'absent'),
+        (error: unknown): ParentState => (isVanished(error) ? 'absent' : { path: parent, error }),
+      )
+      checked.set(parent, state)
+    }
+    if (state !== 'directory') return state
+  }
+  return 'directory'
 }
 
 function sameContent(version: FileVersion, entry: FileEntry): boolean {
