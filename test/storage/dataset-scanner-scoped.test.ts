@@ -12,12 +12,7 @@ import { appendFile, mkdir, rename, rm, symlink, unlink, utimes, writeFile } fro
 import { join } from 'node:path'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
-import {
-  SCAN_SCOPES_MAX,
-  type ScanChange,
-  type ScanOptions,
-  type ScanResult,
-} from '../../storage/dataset-scanner.ts'
+import { SCAN_SCOPES_MAX, type ScanChange, type ScanResult } from '../../storage/dataset-scanner.ts'
 import { isWithin, type DatasetPath } from '../../storage/version-record.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { StoreChild } from './fixtures/child-process.ts'
@@ -40,7 +35,7 @@ interface Twins {
   readonly scoped: Dataset
   readonly full: Dataset
   /** Scans `scopes` on the scoped twin and the whole tree on the other; both must agree on the scopes. */
-  scan(scopes: readonly string[], options?: ScanOptions): Promise<ScanResult>
+  scan(scopes: readonly string[]): Promise<ScanResult>
   /** A full scan of the scoped twin records nothing, and its index holds what the disk holds. */
   assertConverged(): Promise<void>
 }
@@ -58,8 +53,8 @@ function withTwins(body: (twins: Twins) => Promise<void>): () => Promise<void> {
         root,
         scoped,
         full,
-        async scan(scopes, options = {}) {
-          const result = await scoped.scan(root, { ...options, scopes })
+        async scan(scopes) {
+          const result = await scoped.scan(root, { scopes })
           const inScopes = (change: ScanChange): boolean =>
             [change.path, change.from ?? change.path].every((each) =>
               result.scopes!.some((scope) => isWithin(each, scope)),
