@@ -1,18 +1,28 @@
 // A node's data directory: the Corestore with every version log (DIR/cores), the chunk
-// store shared by all datasets (DIR/chunks) and the index database (DIR/index). It hands
-// out datasets by id — the node's own (writable log) or another master's (read-only log,
-// by key) — and closes them all.
+// store shared by all datasets (DIR/chunks), the index database (DIR/index) and the list
+// of every dataset ever opened here (DIR/datasets.json). It hands out datasets by id — the
+// node's own (writable log) or another master's (read-only log, by key) — prunes them all
+// together, and closes them all.
 import { mkdir, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import Corestore from 'corestore'
 import { ClassicLevel } from 'classic-level'
 import { ClusterError } from '../consensus/cluster-error.ts'
-import type { ChunkHash, ChunkStoreApi } from './chunk-types.ts'
-import { ChunkStore } from './chunk-store.ts'
+import type { ChunkHash, ChunkStoreApi, PruneOptions } from './chunk-types.ts'
+import { ChunkStore, type ChunkStoreOptions } from './chunk-store.ts'
+import { DatasetRegistry } from './dataset-registry.ts'
+import { GatedChunkStore } from './gated-chunk-store.ts'
 import { DatasetReader, type Point } from './dataset-reader.ts'
 import { DatasetScanner, type ScanOptions, type ScanResult } from './dataset-scanner.ts'
 import { Mirror } from './mirror.ts'
+import { pruneNode, type NodePruneReport } from './node-prune.ts'
 import { restore, type RestoreResult } from './restore.ts'
+import {
+  loadRetentionPolicy,
+  saveRetentionPolicy,
+  type RetentionPolicy,
+} from './retention-policy.ts'
+import { SerialQueue } from './store-locks.ts'
 import { VersionIndex, type LevelDatabase, type RecoveryPoint } from './version-index.ts'
 import { VersionLog } from './version-log.ts'
 import { checkLabel, datasetId, type DatasetId } from './version-record.ts'
@@ -24,6 +34,7 @@ export class Dataset {
   readonly reader: DatasetReader
   private readonly chunkStore: ChunkStoreApi
   private readonly scanState: LevelDatabase
+  private readonly settings: LevelDatabase
   private readonly nowMs: () => number
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -33,6 +44,7 @@ export class Dataset {
     index: VersionIndex
     chunkStore: ChunkStoreApi
     scanState: LevelDatabase
+    settings: LevelDatabase
     nowMs: () => number
   }) {
     this.id = options.id
@@ -41,6 +53,7 @@ export class Dataset {
     this.index = options.index
     this.chunkStore = options.chunkStore
     this.scanState = options.scanState
+    this.settings = options.settings
     this.reader = new DatasetReader({
       index: this.index,
       log: this.log,
@@ -89,6 +102,22 @@ export class Dataset {
     return restore(this.reader, options)
   }
 
+  /** Sets the retention policy the node's prune applies here (null: keep every version). */
+  setRetention(policy: RetentionPolicy | null): Promise<void> {
+    return saveRetentionPolicy(this.settings, policy)
+  }
+
+  retention(): Promise<RetentionPolicy | null> {
+    return loadRetentionPolicy(this.settings, `dataset ${this.id}`)
+  }
+
+  /** Runs `work` once the writes queued before it are done; later writes wait for it. */
+  holdingWrites<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(work)
+    this.queue = result.catch(() => undefined)
+    return result
+  }
+
   close(): Promise<void> {
     return this.log.close()
   }
@@ -96,41 +125,53 @@ export class Dataset {
   private writing<T>(work: () => Promise<T>): Promise<T> {
     if (!this.log.writable)
       return Promise.reject(ClusterError.refused(`dataset ${this.id} is a replica here`))
-    const result = this.queue.then(work)
-    this.queue = result.catch(() => undefined)
-    return result
+    return this.holdingWrites(work)
   }
 }
 
 export class NodeStore {
   readonly directory: string
   readonly corestore: Corestore
-  readonly chunkStore: ChunkStoreApi
+  readonly chunkStore: GatedChunkStore
   readonly database: ClassicLevel<string, string>
+  private readonly registry: DatasetRegistry
   private readonly nowMs: () => number
   private readonly datasets = new Map<DatasetId, Promise<Dataset>>()
+  private readonly prunes = new SerialQueue()
 
   private constructor(
     directory: string,
-    corestore: Corestore,
-    chunkStore: ChunkStoreApi,
-    database: ClassicLevel<string, string>,
+    stores: {
+      corestore: Corestore
+      chunkStore: ChunkStoreApi
+      database: ClassicLevel<string, string>
+      registry: DatasetRegistry
+    },
     nowMs: () => number,
   ) {
     this.directory = directory
-    this.corestore = corestore
-    this.chunkStore = chunkStore
-    this.database = database
+    this.corestore = stores.corestore
+    this.chunkStore = new GatedChunkStore(stores.chunkStore)
+    this.database = stores.database
+    this.registry = stores.registry
     this.nowMs = nowMs
   }
 
-  static async open(directory: string, options: { nowMs?: () => number } = {}): Promise<NodeStore> {
+  static async open(
+    directory: string,
+    options: { nowMs?: () => number; chunkStore?: ChunkStoreOptions } = {},
+  ): Promise<NodeStore> {
     await mkdir(directory, { recursive: true })
+    const registry = await DatasetRegistry.open(join(directory, 'datasets.json'))
     const corestore = new Corestore(join(directory, 'cores'))
     await corestore.ready()
-    const chunkStore = await ChunkStore.open(join(directory, 'chunks'))
+    const chunkStore = await ChunkStore.open(join(directory, 'chunks'), options.chunkStore)
     const database = await openIndexDatabase(join(directory, 'index'))
-    return new NodeStore(directory, corestore, chunkStore, database, options.nowMs ?? Date.now)
+    return new NodeStore(
+      directory,
+      { corestore, chunkStore, database, registry },
+      options.nowMs ?? Date.now,
+    )
   }
 
   /** This node's own dataset: its log is writable here. */
@@ -150,6 +191,21 @@ export class NodeStore {
     for (const dataset of this.datasets.values()) yield* (await dataset).reader.referencedChunks()
   }
 
+  /**
+   * Applies every dataset's retention policy, then drops the chunks that no kept version
+   * of any dataset of this node needs (opening those not open yet), so disk space comes back.
+   */
+  prune(options: PruneOptions): Promise<NodePruneReport> {
+    return this.prunes.run(async () => {
+      const datasets: Dataset[] = []
+      for (const { id, keyHex, own } of this.registry.list())
+        datasets.push(
+          await (own ? this.ownDataset(id) : this.replicaDataset(id, Buffer.from(keyHex, 'hex'))),
+        )
+      return pruneNode(datasets, this.chunkStore, { ...options, nowMs: this.nowMs() })
+    })
+  }
+
   async close(): Promise<void> {
     const datasets = await Promise.allSettled(this.datasets.values())
     for (const dataset of datasets) if (dataset.status === 'fulfilled') await dataset.value.close()
@@ -166,21 +222,25 @@ export class NodeStore {
       const log = await openLog()
       // ClassicLevel is an AbstractLevel; only its hook types' variance defeats the checker.
       const database = this.database as unknown as LevelDatabase
-      const index = await VersionIndex.open({ database, datasetId: id, log }).catch(
-        async (error: unknown) => {
-          await log.close().catch(() => undefined)
-          throw error
-        },
-      )
-      const scanState = database.sublevel(['dataset', id, 'scan']) as unknown as LevelDatabase
-      return new Dataset({
-        id,
-        log,
-        index,
-        chunkStore: this.chunkStore,
-        scanState,
-        nowMs: this.nowMs,
-      })
+      const sublevel = (name: string): LevelDatabase =>
+        database.sublevel(['dataset', id, name]) as unknown as LevelDatabase
+      try {
+        const index = await VersionIndex.open({ database, datasetId: id, log })
+        // Registered before first use: prune must count it even if never opened again.
+        await this.registry.register({ id, keyHex: log.keyHex, own: log.writable })
+        return new Dataset({
+          id,
+          log,
+          index,
+          chunkStore: this.chunkStore,
+          scanState: sublevel('scan'),
+          settings: sublevel('settings'),
+          nowMs: this.nowMs,
+        })
+      } catch (error) {
+        await log.close().catch(() => undefined)
+        throw error
+      }
     })()
     this.datasets.set(id, opening)
     opening.catch(() => this.datasets.delete(id))

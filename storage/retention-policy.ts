@@ -4,6 +4,7 @@
 // but pinned versions. Policies come from users and from the topology, so nonsense is a
 // one-line BAD_ARGUMENT, and a stored policy is checked again when it is read back.
 import { ClusterError } from '../consensus/cluster-error.ts'
+import type { LevelDatabase } from './version-index.ts'
 
 /** Points of one kind a policy may ask for (ten years of hours is far below it). */
 export const RETENTION_COUNT_MAX = 1_000_000
@@ -117,4 +118,25 @@ export function decodeRetentionPolicy(text: string, where: string): RetentionPol
       error,
     )
   }
+}
+
+const POLICY_KEY = 'policy'
+
+/** Stores a dataset's policy (null: none, every version is kept), synced. */
+export async function saveRetentionPolicy(
+  settings: LevelDatabase,
+  policy: RetentionPolicy | null,
+): Promise<void> {
+  // Synced (a classic-level option the abstract type lacks): the next prune obeys it.
+  const sync = { sync: true } as object
+  if (policy === null) await settings.del(POLICY_KEY, sync)
+  else await settings.put(POLICY_KEY, encodeRetentionPolicy(policy), sync)
+}
+
+export async function loadRetentionPolicy(
+  settings: LevelDatabase,
+  where: string,
+): Promise<RetentionPolicy | null> {
+  const text = await settings.get(POLICY_KEY)
+  return text === undefined ? null : decodeRetentionPolicy(text, where)
 }
