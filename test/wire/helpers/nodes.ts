@@ -23,14 +23,11 @@ export async function startNode(options: TestNodeOptions = {}): Promise<P2pNode>
   })
 }
 
-/** Starts `count` nodes and connects each to the first, so peer ids resolve to addresses. */
+/** Starts `count` nodes, every one connected to every other, so peer ids resolve to addresses. */
 export async function startConnectedNodes(count: number): Promise<P2pNode[]> {
   const nodes = await Promise.all(Array.from({ length: count }, () => startNode()))
-  const first = nodes[0]!
-  for (const node of nodes.slice(1)) {
-    await node.dial(first.listenAddresses()[0]!)
-    await first.dial(node.listenAddresses()[0]!)
-  }
+  for (const [index, node] of nodes.entries())
+    for (const other of nodes.slice(index + 1)) await node.dial(other.listenAddresses()[0]!)
   return nodes
 }
 
