@@ -14,6 +14,7 @@ import type { Message } from '../../consensus/types.ts'
 import type { Stream } from '@libp2p/interface'
 import type { P2pNode } from '../p2p/p2p-node.ts'
 import type { RaftTransport } from '../raft-driver.ts'
+import { sleep } from './sleep.ts'
 import { FrameReader, writeFrame } from './framing.ts'
 import { handlerOptions, RAFT_PROTOCOL } from './protocol-ids.ts'
 
@@ -240,16 +241,4 @@ export class Libp2pRaftTransport implements RaftTransport {
     this.#log(`dropped a raft frame from ${peer} and reset its stream: ${reason}`)
     stream.abort(ClusterError.badMessage(reason))
   }
-}
-
-function sleep(delayMs: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, delayMs)
-    signal.addEventListener('abort', done, { once: true })
-    function done(): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-  })
 }
