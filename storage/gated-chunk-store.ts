@@ -1,12 +1,15 @@
-// The node's chunk store as its datasets see it: the same store, except that a put waits
-// while prune decides which chunks are live and drops the others. Without the wait, a put
-// that finds its chunk already stored (and so writes nothing) could be followed by a
-// prune that had not counted the chunk as live, and the record naming it would then name
-// a chunk that is gone. With it, every put either ends before the live set is taken or
-// starts after prune has finished (and stores the chunk again if prune dropped it).
+// The node's chunk store as its datasets and replication see it: the same store, except
+// that has() and put() wait while prune decides which chunks are live and drops the
+// others. Without the wait, a put that finds its chunk already stored (and so writes
+// nothing), or a has() that answers yes, could be followed by a prune that had not
+// counted the chunk as live, and the record they were for would name a chunk that is
+// gone. With it, each either ends before the live set is taken or starts after prune has
+// finished (and then finds the chunk missing if prune dropped it).
 //
-// What a put made before the live set is taken must be named by then by an indexed
-// record, or be made inside a dataset's write queue, which prune holds (node-prune.ts).
+// So a chunk a caller put or found before the live set is taken must by then be named by
+// a record in a dataset's log (prune indexes every log first: a replica reads records
+// before it fetches their chunks), or be put inside a dataset's write queue, which prune
+// holds (node-prune.ts): a scan puts its chunks before it appends their records.
 import type {
   ChunkHash,
   ChunkStoreApi,
@@ -27,7 +30,7 @@ export class GatedChunkStore implements ChunkStoreApi {
   }
 
   has(hash: ChunkHash): Promise<boolean> {
-    return this.store.has(hash)
+    return this.gate.read(() => this.store.has(hash))
   }
 
   put(hash: ChunkHash, bytes: Uint8Array): Promise<boolean> {
@@ -46,7 +49,7 @@ export class GatedChunkStore implements ChunkStoreApi {
     return this.pruneWithLiveSet(async () => isLive, options)
   }
 
-  /** Waits until no put runs, holds new puts back, takes the live set and prunes with it. */
+  /** Waits until no put or has runs, holds new ones back, takes the live set and prunes with it. */
   pruneWithLiveSet(liveSet: () => Promise<IsLive>, options: PruneOptions): Promise<PruneReport> {
     return this.gate.exclusive(async () => this.store.prune(await liveSet(), options))
   }

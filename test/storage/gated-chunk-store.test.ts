@@ -1,6 +1,6 @@
-// The put gate of the node's chunk store, on a real store: a put of a chunk that prune is
-// about to drop waits until prune has finished and then stores the chunk again, so that
-// the record it is put for never names a chunk that is gone.
+// The gate of the node's chunk store, on a real store: a has() or put() of a chunk that
+// prune is about to drop waits until prune has finished, then finds the chunk gone (and a
+// put stores it again), so that the record they are for never names a chunk that is gone.
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { join } from 'node:path'
@@ -10,7 +10,7 @@ import { GatedChunkStore } from '../../storage/gated-chunk-store.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
 import { contentBytes } from './fixtures/dataset-tree.ts'
 
-test('a put while prune takes and uses its live set waits, then stores the dropped chunk again', () =>
+test('has and put while prune takes and uses its live set wait, then find the dropped chunk gone', () =>
   withTempDir(async (directory) => {
     const store = new GatedChunkStore(await ChunkStore.open(join(directory, 'chunks')))
     try {
@@ -36,15 +36,20 @@ test('a put while prune takes and uses its live set waits, then stores the dropp
           return report
         })
       await new Promise((resolve) => setImmediate(resolve))
-      const putting = store.put(dead.hash, dead.bytes).then((stored) => {
-        events.push(stored ? 'put stored' : 'put found it')
-        return stored
+      const asking = store.has(dead.hash).then((found) => {
+        events.push(found ? 'has: yes' : 'has: no')
       })
+      const putting = asking.then(() =>
+        store.put(dead.hash, dead.bytes).then((stored) => {
+          events.push(stored ? 'put stored' : 'put found it')
+          return stored
+        }),
+      )
       for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve))
-      assert.equal(events, ['live set taken'], 'the put waits while prune runs')
+      assert.equal(events, ['live set taken'], 'has and put wait while prune runs')
       releaseLiveSet()
       const [report, stored] = await Promise.all([pruning, putting])
-      assert.equal(events, ['live set taken', 'prune done', 'put stored'])
+      assert.equal(events, ['live set taken', 'prune done', 'has: no', 'put stored'])
       assert.is(report.chunksDropped, 1)
       assert.ok(stored)
       assert.ok(Buffer.from(await store.get(dead.hash)).equals(dead.bytes))
