@@ -12,7 +12,7 @@ import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { startConnectedNodes, stopNodes } from './helpers/nodes.ts'
 import { serveRogueChunks } from './helpers/rogue-chunk-peer.ts'
 
-const chunks: Chunk[] = chunkBytes(randomBytes(24 * 1024 * 1024))
+const chunks: Chunk[] = chunkBytes(randomBytes(16 * 1024 * 1024))
 const wanted: WantedChunk[] = chunks.map(({ hash, bytes }) => ({ hash, length: bytes.byteLength }))
 const lengthOf = (hash: string): number => wanted.find((chunk) => chunk.hash === hash)!.length
 
