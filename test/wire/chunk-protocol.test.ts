@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
+import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { P2pNode } from '../../node/p2p/p2p-node.ts'
 import { ChunkFetcher, ChunkServer, type WantedChunk } from '../../node/wire/chunk-protocol.ts'
 import { ChunkStore } from '../../storage/chunk-store.ts'
@@ -164,6 +165,69 @@ test('a source that stalls times out and the next source serves', async () => {
       log.join('\n'),
     )
     await assertHoldsAll(w.stores[0]!)
+  } finally {
+    await teardown(w)
+  }
+})
+
+test('a source that goes away mid-fetch is retried, then dropped, and the next serves', async () => {
+  const w = await world(3)
+  try {
+    await serve(w, 1, chunks)
+    const backup = await serve(w, 2, chunks)
+    const log: string[] = []
+    const fetcher = new ChunkFetcher({
+      node: w.nodes[0]!,
+      chunkStore: w.stores[0]!,
+      log: (line) => log.push(line),
+    })
+    let stopping: Promise<void> | null = null
+    const result = await fetcher.fetch(wanted, [w.nodes[1]!.peerId, w.nodes[2]!.peerId], {
+      onProgress: ({ chunksFetched }) => {
+        if (chunksFetched === 10) stopping = w.nodes[1]!.stop()
+      },
+    })
+    await stopping
+    assert.equal(result.failed, [])
+    assert.ok(backup.counters.chunksServed > 0)
+    assert.ok(
+      log.some((line) => line.startsWith(`dropped chunk source ${w.nodes[1]!.peerId}`)),
+      log.join('\n'),
+    )
+    await assertHoldsAll(w.stores[0]!)
+  } finally {
+    await teardown(w)
+  }
+})
+
+test('a cancelled fetch fails with CLOSED and keeps what it stored', async () => {
+  const w = await world(2)
+  try {
+    await serve(w, 1, chunks)
+    const fetcher = new ChunkFetcher({ node: w.nodes[0]!, chunkStore: w.stores[0]! })
+    const cancel = new AbortController()
+    let fetchedBeforeCancel = 0
+    const error = await fetcher
+      .fetch(wanted, [w.nodes[1]!.peerId], {
+        signal: cancel.signal,
+        onProgress: ({ chunksFetched }) => {
+          if (chunksFetched === 20) cancel.abort()
+          fetchedBeforeCancel = chunksFetched
+        },
+      })
+      .then(
+        () => null,
+        (failure: unknown) => failure,
+      )
+    assert.ok(isClusterError(error, 'CLOSED'), String(error))
+    await w.stores[0]!.close()
+    w.stores[0] = await ChunkStore.open(join(w.directory, 'node-0'))
+    let held = 0
+    for (const chunk of chunks) if (await w.stores[0].has(chunk.hash)) held++
+    assert.ok(
+      held >= 20 && held === fetchedBeforeCancel,
+      `${held} held, ${fetchedBeforeCancel} reported`,
+    )
   } finally {
     await teardown(w)
   }
