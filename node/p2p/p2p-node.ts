@@ -86,10 +86,11 @@ export class P2pNode {
     )
     libp2p.addEventListener('peer:discovery', (event) => this.#discovered(event.detail))
     this.#redialer.start()
-    this.#redialer.setGroup(
-      'bootstrap',
-      bootstrap.map((address) => ({ key: address.toString(), peerId: peerIdIn(address) })),
-    )
+    // A shared bootstrap list may name this node too: dialling itself would only fail.
+    const others = bootstrap
+      .map((address) => ({ key: address.toString(), peerId: peerIdIn(address) }))
+      .filter((target) => target.peerId !== this.peerId)
+    this.#redialer.setGroup('bootstrap', others)
   }
 
   /** Where peers can reach this node, each ending in `/p2p/<peer id>`. */
