@@ -107,9 +107,14 @@ export class LogReplication {
   /** Starts following (and serving) `datasetId`'s log with `peer`, live until closed. */
   replicate(peer: string, datasetId: string): ReplicationSession {
     const session = this.#newSession()
-    if (session !== null) void this.#initiate(session, peer, datasetId)
-    return (
-      session ?? finished(ClusterError.refused(`at most ${LOG_SESSIONS_MAX} replication sessions`))
+    if (session !== null) {
+      void this.#initiate(session, peer, datasetId)
+      return session
+    }
+    return finished(
+      this.#stopped
+        ? ClusterError.closed('log replication is stopped')
+        : ClusterError.refused(`at most ${LOG_SESSIONS_MAX} replication sessions`),
     )
   }
 
@@ -195,6 +200,7 @@ export class LogReplication {
     const ended = (): void => end(ClusterError.closed('log replication ended'))
     replication.on('close', ended)
     duplex.on('close', ended)
+    if (session.abort.signal.aborted) return end(null)
     session.abort.signal.addEventListener('abort', () => end(null), { once: true })
     replication.pipe(duplex).pipe(replication)
   }
