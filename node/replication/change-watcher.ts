@@ -11,7 +11,9 @@
 // on a new directory it lists it and reports what is already inside, so a burst of files in
 // new directories is not lost. Errors while it starts are swallowed, so after starting we
 // set one more watch, on the parent directory: if the system is out of watches that one
-// fails too. It also tells us when the directory itself is removed, renamed or re-created.
+// fails too (unless this process already watches that parent, when inotify shares the
+// watch: the periodic rescan still covers what the partial watch misses). The parent's
+// watch also tells us when the directory itself is removed, renamed or re-created.
 import { watch, type FSWatcher } from 'node:fs'
 import { lstat, stat } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, sep } from 'node:path'
@@ -39,6 +41,9 @@ export const CHANGE_WATCHER_DEFAULTS = {
 
 /** File system look-ups in flight at once; the rest wait their turn. */
 export const STATS_IN_FLIGHT_MAX = 32
+
+/** The longest wait between two looks for a missing directory. */
+export const MISSING_RETRY_MS_MAX = 5_000
 
 /** Errors that mean no more watches can be set: the watcher falls back on rescans. */
 const WATCHES_EXHAUSTED: readonly string[] = ['ENOSPC', 'EMFILE', 'ENFILE', 'ENOMEM']
@@ -79,7 +84,6 @@ type Signature =
       readonly kind: 'file'
       readonly size: number
       readonly ctimeMs: number
-      readonly mtimeMs: number
       readonly inode: number
     }
   | { readonly kind: 'gone' | 'other' }
@@ -253,9 +257,17 @@ export class ChangeWatcher {
     this.#scheduleRetry()
   }
 
+  /**
+   * Retries back off up to rescanMs while watching fails (each attempt walks the whole tree),
+   * and only up to MISSING_RETRY_MS_MAX while the directory is missing (a stat is cheap).
+   */
   #scheduleRetry(): void {
     const delayMs = this.#retryMs
-    this.#retryMs = Math.min(this.#retryMs * 2, this.#settings.rescanMs)
+    const capMs =
+      this.#status === 'missing'
+        ? Math.min(MISSING_RETRY_MS_MAX, this.#settings.rescanMs)
+        : this.#settings.rescanMs
+    this.#retryMs = Math.min(this.#retryMs * 2, capMs)
     this.#retryTimer = setTimeout(() => void this.#establish(), delayMs)
   }
 
@@ -460,7 +472,6 @@ async function signatureOf(path: string): Promise<Signature> {
       kind: 'file',
       size: found.size,
       ctimeMs: found.ctimeMs,
-      mtimeMs: found.mtimeMs,
       inode: found.ino,
     }
   } catch (error) {
@@ -472,7 +483,5 @@ async function signatureOf(path: string): Promise<Signature> {
 
 function sameSignature(a: Signature | null, b: Signature): boolean {
   if (a === null || a.kind !== 'file' || b.kind !== 'file') return false
-  return (
-    a.size === b.size && a.ctimeMs === b.ctimeMs && a.mtimeMs === b.mtimeMs && a.inode === b.inode
-  )
+  return a.size === b.size && a.ctimeMs === b.ctimeMs && a.inode === b.inode
 }

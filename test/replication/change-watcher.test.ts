@@ -235,6 +235,26 @@ test('the directory removed and re-created: no rescan while it is gone, then wat
   }
 })
 
+test('the directory replaced by another at the same path: the new one is watched, the old one not', async () => {
+  const harness = await watched({ watchRetryMsMin: 20 })
+  const { directory } = harness
+  const moved = `${directory}-moved`
+  try {
+    await rename(directory, moved)
+    await mkdir(directory)
+    await waitFor('a catch-up rescan', () => harness.rescans === 1)
+    assert.is(harness.watcher.status, 'watching')
+    await writeFile(join(moved, 'old.txt'), 'x')
+    await writeFile(join(directory, 'new.txt'), 'y')
+    await waitFor('the file in the new directory', () => harness.reported.has('new.txt'))
+    await sleep(100)
+    assert.not.ok(harness.reported.has('old.txt'), 'the moved directory is no longer watched')
+  } finally {
+    await harness.stop()
+    await removeDir(moved)
+  }
+})
+
 test('close() stops every watch and timer: nothing is reported afterwards', async () => {
   const resourcesBefore = activeWatchesAndTimers()
   const harness = await watched({ rescanMs: 50 })
