@@ -23,6 +23,8 @@ export type Point =
 
 /** Entries one tree listing returns. */
 export const TREE_ENTRIES_MAX = 10_000_000
+/** Chunk reads of a version kept in flight ahead of its reader, so they overlap its writes. */
+export const READ_AHEAD_CHUNKS_MAX = 8
 
 export type VersionInfo = VersionEntry & { readonly pruned: boolean }
 
@@ -161,10 +163,17 @@ export class DatasetReader {
     chunks: readonly ChunkReference[],
   ): AsyncGenerator<Uint8Array> {
     const fileHash = createHash('sha256')
+    const reads: Promise<Uint8Array>[] = []
+    let nextRead = 0
     for (const chunk of chunks) {
+      while (nextRead < chunks.length && reads.length < READ_AHEAD_CHUNKS_MAX) {
+        const read = this.chunkStore.get(chunks[nextRead++]!.hash)
+        read.catch(() => undefined) // awaited below, unless the reader stops first
+        reads.push(read)
+      }
       let bytes: Uint8Array
       try {
-        bytes = await this.chunkStore.get(chunk.hash)
+        bytes = await reads.shift()!
       } catch (error) {
         // Retention may prune the version while it is being read.
         if (isClusterError(error, 'NOT_FOUND') && (await this.index.isPruned(entry.seq)))

@@ -30,6 +30,10 @@ export const TEMP_FILE_PREFIX = '.clusterreplica-tmp-'
 const TEMP_FILE_PATTERN = /^\.clusterreplica-tmp-[0-9a-f]{16}$/
 /** Path components followed while resolving a symlink target (loops end here). */
 export const LINK_RESOLVE_STEPS_MAX = 256
+/** Files written at once: their syncs overlap, and the file system commits them together. */
+export const RESTORE_FILES_IN_FLIGHT_MAX = 16
+/** A file's pieces are gathered into writes of about this size: a system call per chunk cost more. */
+export const WRITE_BYTES_MAX = 1024 * 1024
 
 /** Entries a restore reports as skipped rather than failing the whole restore. */
 const SKIPPABLE: readonly ClusterErrorCode[] = [
@@ -87,30 +91,52 @@ async function restoreEntries(
   let files = 0
   let bytes = 0
   let entries = 0
-  for await (const entry of reader.index.entries(length, requested)) {
-    entries++
-    try {
-      if (entry.kind === 'directory') {
-        await ensureDirectory(root, entry.path, 'followInside')
-        directories.push(entry)
-      } else if (entry.kind === 'symlink') {
-        links.push({ entry, directory: await restoreSymlink(root, entry) })
-      } else {
-        const directory = await ensureDirectory(root, parentPath(entry.path) ?? '', 'followInside')
-        await refuseDirectoryInTheWay(directory, entry)
-        bytes += await writeFileAtomically(
-          directory,
-          baseName(entry.path),
-          await reader.open(entry),
-          entry.mode,
-          entry.mtimeMs,
-        )
-        files++
+  const skip = (entry: LiveEntry, error: unknown): void => {
+    if (!isClusterError(error) || !SKIPPABLE.includes(error.code)) throw error
+    skipped.push({ path: entry.path, code: error.code, message: error.message })
+  }
+  const writes = new BoundedTasks(RESTORE_FILES_IN_FLIGHT_MAX)
+  try {
+    for await (const entry of reader.index.entries(length, requested)) {
+      entries++
+      try {
+        if (entry.kind === 'directory') {
+          await ensureDirectory(root, entry.path, 'followInside')
+          directories.push(entry)
+        } else if (entry.kind === 'symlink') {
+          links.push({ entry, directory: await restoreSymlink(root, entry) })
+        } else {
+          // Directories are made here, one at a time; only the files' bytes go in parallel.
+          const directory = await ensureDirectory(
+            root,
+            parentPath(entry.path) ?? '',
+            'followInside',
+          )
+          await refuseDirectoryInTheWay(directory, entry)
+          await writes.add(async () => {
+            try {
+              const content = await reader.open(entry)
+              const written = await writeFileAtomically(
+                directory,
+                baseName(entry.path),
+                content,
+                entry.mode,
+                entry.mtimeMs,
+              )
+              bytes += written
+              files++
+            } catch (error) {
+              skip(entry, error)
+            }
+          })
+        }
+      } catch (error) {
+        skip(entry, error)
       }
-    } catch (error) {
-      if (!isClusterError(error) || !SKIPPABLE.includes(error.code)) throw error
-      skipped.push({ path: entry.path, code: error.code, message: error.message })
     }
+    await writes.drain()
+  } finally {
+    await writes.settle()
   }
   if (entries === 0)
     throw ClusterError.notFound(`nothing at ${JSON.stringify(requested)} at log length ${length}`)
@@ -276,10 +302,20 @@ export async function writeFileAtomically(
   const handle = await fileCall(temporary, () => open(temporary, 'wx', 0o600))
   let bytes = 0
   try {
-    for await (const piece of content) {
-      await writeAll(temporary, handle, piece)
-      bytes += piece.byteLength
+    let pieces: Uint8Array[] = []
+    let piecesBytes = 0
+    const writePieces = async (): Promise<void> => {
+      await writeAll(temporary, handle, Buffer.concat(pieces, piecesBytes))
+      bytes += piecesBytes
+      pieces = []
+      piecesBytes = 0
     }
+    for await (const piece of content) {
+      pieces.push(piece)
+      piecesBytes += piece.byteLength
+      if (piecesBytes >= WRITE_BYTES_MAX) await writePieces()
+    }
+    if (piecesBytes > 0) await writePieces()
     await fileCall(temporary, async () => {
       await handle.chmod(mode)
       await handle.utimes(mtimeMs / 1000, mtimeMs / 1000)
@@ -343,6 +379,43 @@ export async function removeTemporaryFiles(directory: string): Promise<number> {
   const leftovers = names.filter((name) => TEMP_FILE_PATTERN.test(name))
   for (const name of leftovers) await rm(join(directory, name), { force: true, recursive: true })
   return leftovers.length
+}
+
+/** Runs up to `limit` tasks at once; the first failure is kept, and thrown by add() or drain(). */
+class BoundedTasks {
+  private readonly limit: number
+  private readonly running = new Set<Promise<void>>()
+  private failure: { readonly error: unknown } | null = null
+
+  constructor(limit: number) {
+    this.limit = limit
+  }
+
+  /** Starts `task`, then waits while `limit` tasks run. */
+  async add(task: () => Promise<void>): Promise<void> {
+    this.throwFailure()
+    const run: Promise<void> = task()
+      .catch((error: unknown) => void (this.failure ??= { error }))
+      .finally(() => this.running.delete(run))
+    this.running.add(run)
+    while (this.running.size >= this.limit) await Promise.race(this.running)
+    this.throwFailure()
+  }
+
+  /** Waits for every task; throws the first failure. */
+  async drain(): Promise<void> {
+    await this.settle()
+    this.throwFailure()
+  }
+
+  /** Waits for every task, whatever happens to them. */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.race(this.running)
+  }
+
+  private throwFailure(): void {
+    if (this.failure !== null) throw this.failure.error
+  }
 }
 
 export function isTemporaryName(name: string): boolean {

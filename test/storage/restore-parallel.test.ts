@@ -1,0 +1,91 @@
+// Restore writes several files at once (their syncs overlap): a tree of many files still
+// comes back whole and counted right, and a failure that is not a skippable one (the store
+// closing under the restore) ends the restore with that error once every file in flight
+// has settled, leaving no temporary file and no unhandled rejection behind.
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { join } from 'node:path'
+import { NodeStore } from '../../storage/node-store.ts'
+import { RESTORE_FILES_IN_FLIGHT_MAX, isTemporaryName } from '../../storage/restore.ts'
+import { withTempDir } from '../helpers/temp-dir.ts'
+import {
+  contentBytes,
+  settleDirectories,
+  snapshotTree,
+  writeDatasetFile,
+} from './fixtures/dataset-tree.ts'
+
+const FILES = 20 * RESTORE_FILES_IN_FLIGHT_MAX
+/** Polls of the destination, 2 ms apart, before the test gives up. */
+const WAITS_MAX = 10_000
+
+async function buildTree(root: string): Promise<number> {
+  let bytes = 0
+  for (let number = 0; number < FILES; number++) {
+    const content = contentBytes(`parallel-${number}`, 100 + ((number * 7919) % 90_000))
+    await writeDatasetFile(root, `d${number % 9}/f${number}.bin`, content, {
+      mode: 0o600 + (number % 64),
+    })
+    bytes += content.length
+  }
+  await settleDirectories(root)
+  return bytes
+}
+
+test('a tree of many files restores whole, with every file counted once', () =>
+  withTempDir(async (directory) => {
+    const root = join(directory, 'set')
+    const bytes = await buildTree(root)
+    const store = await NodeStore.open(join(directory, 'data'))
+    try {
+      const dataset = await store.ownDataset('dataset')
+      await dataset.scan(root)
+      const destination = join(directory, 'restored')
+      const result = await dataset.restore({ point: { length: dataset.log.length }, destination })
+      assert.equal(
+        [result.files, result.directories, result.bytes, result.skipped],
+        [FILES, 9, bytes, []],
+      )
+      assert.equal(await snapshotTree(destination), await snapshotTree(root))
+    } finally {
+      await store.close()
+    }
+  }))
+
+test('a store closing under a restore ends it with an error, after the files in flight settled', () =>
+  withTempDir(async (directory) => {
+    const root = join(directory, 'set')
+    await buildTree(root)
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    const store = await NodeStore.open(join(directory, 'data'))
+    try {
+      const dataset = await store.ownDataset('dataset')
+      await dataset.scan(root)
+      const destination = join(directory, 'restored')
+      const restoring = dataset.restore({ point: { length: dataset.log.length }, destination })
+      // Closed once the first files are in place, with most of the tree still to come.
+      for (let waits = 0; (await snapshotTree(destination).catch(() => [])).length < 20; waits++) {
+        assert.ok(waits < WAITS_MAX, 'the restore wrote its first files')
+        await new Promise((resolve) => setTimeout(resolve, 2))
+      }
+      await store.close()
+      const error = await restoring.then(
+        () => null,
+        (failure: unknown) => failure,
+      )
+      assert.ok(error instanceof Error, 'the restore failed')
+      const leftovers = (await snapshotTree(destination)).filter((entry) =>
+        isTemporaryName(entry.path.slice(entry.path.lastIndexOf('/') + 1)),
+      )
+      assert.equal(leftovers, [], 'no temporary file is left')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      assert.equal(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+      await store.close()
+    }
+  }))
+
+test.run()
