@@ -100,9 +100,10 @@ export class ChunkServer {
   }
 
   async #read(hash: ChunkHash): Promise<ChunkResponse> {
+    // A finished read hands its slot straight to the next waiter, so the count never overshoots.
     if (this.#readsInFlight >= CHUNK_SERVER_READS_IN_FLIGHT_MAX)
       await new Promise<void>((resolve) => this.#readSlots.push(resolve))
-    this.#readsInFlight++
+    else this.#readsInFlight++
     try {
       const bytes = await this.#options.chunkStore.get(hash)
       this.counters.chunksServed++
@@ -114,8 +115,9 @@ export class ChunkServer {
       this.counters.chunksMissing++
       return { kind: 'missing', hash }
     } finally {
-      this.#readsInFlight--
-      this.#readSlots.shift()?.()
+      const next = this.#readSlots.shift()
+      if (next === undefined) this.#readsInFlight--
+      else next()
     }
   }
 }

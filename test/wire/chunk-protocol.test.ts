@@ -6,8 +6,12 @@ import * as assert from 'uvu/assert'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { P2pNode } from '../../node/p2p/p2p-node.ts'
 import { ChunkFetcher, ChunkServer, type WantedChunk } from '../../node/wire/chunk-protocol.ts'
+import { CHUNK_REQUEST_HASHES_MAX, encodeRequest } from '../../node/wire/chunk-messages.ts'
+import { CHUNK_STREAM_PENDING_HASHES_MAX } from '../../node/wire/chunk-server.ts'
+import { encodeFrame } from '../../node/wire/framing.ts'
+import { CHUNKS_PROTOCOL } from '../../node/wire/protocol-ids.ts'
 import { ChunkStore } from '../../storage/chunk-store.ts'
-import type { Chunk } from '../../storage/chunk-types.ts'
+import type { Chunk, ChunkHash } from '../../storage/chunk-types.ts'
 import { chunkBytes } from '../../storage/chunker.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { startConnectedNodes, stopNodes } from './helpers/nodes.ts'
@@ -38,11 +42,16 @@ async function serve(
   w: World,
   index: number,
   holds: readonly Chunk[],
-  authorize = (): boolean => true,
+  options: { authorize?: () => boolean; log?: (line: string) => void } = {},
 ): Promise<ChunkServer> {
   for (const chunk of holds) await w.stores[index]!.put(chunk.hash, chunk.bytes)
   await w.stores[index]!.flush()
-  const server = new ChunkServer({ node: w.nodes[index]!, chunkStore: w.stores[index]!, authorize })
+  const server = new ChunkServer({
+    node: w.nodes[index]!,
+    chunkStore: w.stores[index]!,
+    authorize: options.authorize ?? (() => true),
+    ...(options.log === undefined ? {} : { log: options.log }),
+  })
   await server.start()
   w.servers.push(server)
   return server
@@ -233,10 +242,53 @@ test('a cancelled fetch fails with CLOSED and keeps what it stored', async () =>
   }
 })
 
+test('a fetcher that asks too much at once or sends garbage is reset; the server keeps serving', async () => {
+  const w = await world(2)
+  try {
+    const lines: string[] = []
+    await serve(w, 1, chunks, { log: (line) => lines.push(line) })
+    const tooMany = Array.from(
+      { length: CHUNK_STREAM_PENDING_HASHES_MAX / CHUNK_REQUEST_HASHES_MAX + 1 },
+      () =>
+        encodeFrame(
+          encodeRequest(
+            Array.from(
+              { length: CHUNK_REQUEST_HASHES_MAX },
+              () => randomBytes(32).toString('hex') as ChunkHash,
+            ),
+          ),
+        ),
+    )
+    for (const bytes of [Buffer.concat(tooMany), encodeFrame(randomBytes(100))]) {
+      const stream = await w.nodes[0]!.openStream(
+        w.nodes[1]!.peerId,
+        CHUNKS_PROTOCOL.id,
+        AbortSignal.timeout(5000),
+      )
+      const reset = new Promise<boolean>((resolve) =>
+        stream.addEventListener('close', (event) => resolve(event.error !== undefined), {
+          once: true,
+        }),
+      )
+      stream.send(bytes)
+      assert.ok(await reset, 'the stream was reset')
+    }
+    assert.is(
+      lines.filter((line) => line.startsWith('reset a chunk stream')).length,
+      2,
+      lines.join('\n'),
+    )
+    const fetcher = new ChunkFetcher({ node: w.nodes[0]!, chunkStore: w.stores[0]! })
+    assert.equal((await fetcher.fetch(wanted, [w.nodes[1]!.peerId])).failed, [])
+  } finally {
+    await teardown(w)
+  }
+})
+
 test('an unauthorised fetcher is refused and its chunks fail', async () => {
   const w = await world(2)
   try {
-    const server = await serve(w, 1, chunks.slice(0, 4), () => false)
+    const server = await serve(w, 1, chunks.slice(0, 4), { authorize: () => false })
     const fetcher = new ChunkFetcher({ node: w.nodes[0]!, chunkStore: w.stores[0]! })
     const result = await fetcher.fetch(wanted.slice(0, 4), [w.nodes[1]!.peerId])
     assert.equal(
