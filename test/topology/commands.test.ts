@@ -16,7 +16,13 @@ import {
   PATH_BYTES_MAX,
   REPLICAS_PER_DATASET_MAX,
 } from '../../node/topology/limits.ts'
-import { EXAMPLE_COMMANDS, admit, assertClusterError, peer } from './topology-fixture.ts'
+import {
+  EXAMPLE_COMMANDS,
+  admit,
+  assertClusterError,
+  catchError,
+  peer,
+} from './topology-fixture.ts'
 
 const text = new TextEncoder()
 
@@ -131,14 +137,5 @@ test('garbage, truncated, oversized, non-UTF-8 and hostile bytes are BAD_MESSAGE
       message,
     )
 })
-
-function catchError(body: () => unknown): unknown {
-  try {
-    body()
-  } catch (error) {
-    return error
-  }
-  return assert.unreachable('expected an error')
-}
 
 test.run()

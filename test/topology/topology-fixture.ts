@@ -100,3 +100,12 @@ export const commandEntry = (index: number, command: TopologyCommand): Entry => 
   kind: 'command',
   data: encodeCommand(command),
 })
+
+export function catchError(body: () => unknown): unknown {
+  try {
+    body()
+  } catch (error) {
+    return error
+  }
+  return assert.unreachable('expected an error')
+}

@@ -15,6 +15,7 @@ import {
   EXAMPLE_COMMANDS,
   admit,
   assertClusterError,
+  catchError,
   commandEntry,
   exampleCluster,
   peer,
@@ -282,14 +283,5 @@ test('a snapshot with a correct checksum but an impossible topology is CORRUPT_S
     /not JSON text/,
   )
 })
-
-function catchError(body: () => unknown): unknown {
-  try {
-    body()
-  } catch (error) {
-    return error
-  }
-  return assert.unreachable('expected an error')
-}
 
 test.run()
