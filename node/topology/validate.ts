@@ -50,8 +50,11 @@ export function validateCommand(
   context: ValidationContext,
 ): ClusterError | null {
   const shapeProblem = commandShapeProblem(command)
-  if (shapeProblem !== null)
-    return ClusterError.badArgument(`invalid ${String(command.type)} command: ${shapeProblem}`)
+  if (shapeProblem !== null) {
+    // A caller's command may be anything at all until its shape is checked.
+    const type = (command as { type?: unknown } | null)?.type
+    return ClusterError.badArgument(`invalid ${String(type)} command: ${shapeProblem}`)
+  }
   if (command.type === 'createCluster') return checkCreateCluster(state, command, context)
   if (state.clusterId === null)
     return ClusterError.refused('there is no cluster yet: create one first')

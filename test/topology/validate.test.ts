@@ -547,6 +547,7 @@ test('names, ids, peer ids, addresses and paths outside their charset or length'
     ],
     [{ type: 'teleport' } as never, /invalid teleport command: type: Invalid discriminator/],
     [{ ...admit('ok', ['replica']), extra: 1 } as never, /Unrecognized key: "extra"/],
+    [null as never, /invalid undefined command: Invalid input: expected object/],
   ]
   for (const [command, message] of cases) refuses(state, command, 'BAD_ARGUMENT', message)
 })
