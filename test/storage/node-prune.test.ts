@@ -9,17 +9,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { ChunkHash } from '../../storage/chunk-types.ts'
 import { chunkBytes } from '../../storage/chunker.ts'
-import type { ScanResult } from '../../storage/dataset-scanner.ts'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
 import { RECORD_HEADER_BYTES } from '../../storage/pack-format.ts'
 import { retentionPolicy } from '../../storage/retention-policy.ts'
 import type { DatasetPath, LogSeq } from '../../storage/version-record.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
-import { TestClock, indexAnswers } from './fixtures/version-store-fixture.ts'
+import { TestClock } from './fixtures/version-store-fixture.ts'
 import {
   DAY_MS,
   HISTORY_START_MS,
   HOUR_MS,
+  checkIndexAgreesWithLog,
   checkVersions,
   recordFiles,
   recordedVersions,
@@ -55,25 +55,33 @@ function chunkHashesOf(contents: readonly Buffer[]): Set<ChunkHash> {
   return new Set(contents.flatMap((content) => chunkBytes(content).map((chunk) => chunk.hash)))
 }
 
-/** A node store whose clock the test sets, started at HISTORY_START_MS. */
-async function openStore(directory: string, clock: TestClock): Promise<NodeStore> {
-  return NodeStore.open(join(directory, 'data'), { nowMs: clock.read })
-}
-
 function startClock(): TestClock {
   const clock = new TestClock()
   clock.nowMs = HISTORY_START_MS
   return clock
 }
 
+/** Runs `body` with the node store in `directory`/data, on the test's clock, and closes it. */
+async function withStore<T>(
+  directory: string,
+  clock: TestClock,
+  body: (store: NodeStore) => Promise<T>,
+): Promise<T> {
+  const store = await NodeStore.open(join(directory, 'data'), { nowMs: clock.read })
+  try {
+    return await body(store)
+  } finally {
+    await store.close()
+  }
+}
+
 test('prune applies retention: dropped versions read PRUNED, kept ones restore byte-exact, disk space comes back', () =>
   withTempDir(async (directory) => {
     const clock = startClock()
     const root = join(directory, 'set')
-    let store = await openStore(directory, clock)
-    try {
-      let dataset = await store.ownDataset('dataset')
-      const recorded: RecordedVersion[] = []
+    const recorded: RecordedVersion[] = []
+    const expectedPruned = await withStore(directory, clock, async (store) => {
+      const dataset = await store.ownDataset('dataset')
       for (let day = 0; day < 10; day++) {
         clock.nowMs = HISTORY_START_MS + day * DAY_MS
         const files = new Map([['big.bin', versionContent('big.bin', day, 600_000)]])
@@ -135,69 +143,49 @@ test('prune applies retention: dropped versions read PRUNED, kept ones restore b
         [again.versionsPruned, again.chunksDropped, again.bytesFreed, again.packsRewritten],
         [0, 0, 0, 0],
       )
-      const answers = await indexAnswers(dataset.index, [])
-      await dataset.index.reindex()
-      assert.equal(await indexAnswers(dataset.index, []), answers)
+      await checkIndexAgreesWithLog(dataset)
       assert.equal(sorted(await checkVersions(dataset, recorded)), expectedPruned)
-      await store.close()
-      store = await openStore(directory, clock)
-      dataset = await store.ownDataset('dataset')
-      assert.equal(sorted(await checkVersions(dataset, recorded)), expectedPruned)
-    } finally {
-      await store.close()
-    }
+      return expectedPruned
+    })
+    await withStore(directory, clock, async (store) => {
+      const dataset = await store.ownDataset('dataset')
+      assert.equal(sorted(await checkVersions(dataset, recorded)), expectedPruned, 'after a reopen')
+    })
   }))
 
 test('a chunk shared by two datasets stays while either needs it', () =>
   withTempDir(async (directory) => {
     const clock = startClock()
-    const store = await openStore(directory, clock)
-    try {
+    await withStore(directory, clock, async (store) => {
       const shared = versionContent('shared', 0, 400_000)
       const sharedChunks = chunkHashesOf([shared])
-      const datasets: Dataset[] = []
-      const recorded: RecordedVersion[][] = []
-      for (const name of ['a', 'b']) {
-        const dataset = await store.ownDataset(name)
-        datasets.push(dataset)
-        recorded.push(
-          await recordFiles(dataset, join(directory, name), new Map([['shared.bin', shared]])),
-        )
+      const record = async (dataset: Dataset, content: Buffer): Promise<RecordedVersion[]> =>
+        recordFiles(dataset, join(directory, dataset.id), new Map([['shared.bin', content]]))
+      const a = await store.ownDataset('a')
+      const b = await store.ownDataset('b')
+      const recordedA = await record(a, shared)
+      const recordedB = await record(b, shared)
+      /** Ten days on, `dataset` gets other content and keeps only its last day. */
+      const moveOn = async (dataset: Dataset, recorded: RecordedVersion[]): Promise<void> => {
+        clock.nowMs += 10 * DAY_MS
+        recorded.push(...(await record(dataset, versionContent(dataset.id, 1, 1000))))
+        await dataset.setRetention(LAST_DAY_ONLY)
       }
-      const [a, b] = datasets as [Dataset, Dataset]
-      clock.nowMs += 10 * DAY_MS
-      recorded[0]!.push(
-        ...(await recordFiles(
-          a,
-          join(directory, 'a'),
-          new Map([['shared.bin', versionContent('a', 1, 1000)]]),
-        )),
-      )
-      await a.setRetention(LAST_DAY_ONLY)
-      let report = await store.prune(THRESHOLD)
-      assert.is(report.versionsPruned, 1)
-      assert.equal(sorted(await checkVersions(a, recorded[0]!)), [recorded[0]![0]!.seq])
-      assert.equal(sorted(await checkVersions(b, recorded[1]!)), [])
+
+      await moveOn(a, recordedA)
+      assert.is((await store.prune(THRESHOLD)).versionsPruned, 1)
+      assert.equal(sorted(await checkVersions(a, recordedA)), [recordedA[0]!.seq])
+      assert.equal(sorted(await checkVersions(b, recordedB)), [])
       for (const hash of sharedChunks) assert.ok(await store.chunkStore.has(hash))
 
-      clock.nowMs += 10 * DAY_MS
-      recorded[1]!.push(
-        ...(await recordFiles(
-          b,
-          join(directory, 'b'),
-          new Map([['shared.bin', versionContent('b', 1, 1000)]]),
-        )),
-      )
-      await b.setRetention(LAST_DAY_ONLY)
-      report = await store.prune(THRESHOLD)
+      await moveOn(b, recordedB)
+      const report = await store.prune(THRESHOLD)
       assert.is(report.versionsPruned, 1)
       assert.is(report.chunksDropped, sharedChunks.size)
       for (const hash of sharedChunks) assert.not.ok(await store.chunkStore.has(hash))
-      assert.equal(sorted(await checkVersions(b, recorded[1]!)), [recorded[1]![0]!.seq])
-      assert.equal(sorted(await checkVersions(a, recorded[0]!)), [recorded[0]![0]!.seq])
-    } finally {
-      await store.close()
-    }
+      assert.equal(sorted(await checkVersions(b, recordedB)), [recordedB[0]!.seq])
+      assert.equal(sorted(await checkVersions(a, recordedA)), [recordedA[0]!.seq])
+    })
   }))
 
 test('datasets not opened since the node started still count: own ones and replicas', () =>
@@ -205,42 +193,37 @@ test('datasets not opened since the node started still count: own ones and repli
     const clock = startClock()
     const content = versionContent('everywhere', 0, 500_000)
     const master = await NodeStore.open(join(directory, 'master'), { nowMs: clock.read })
-    let node = await openStore(directory, clock)
-    let masterLog: { key: Buffer; versions: RecordedVersion[] }
-    const kept: RecordedVersion[] = []
-    try {
-      const own = await master.ownDataset('m')
-      masterLog = {
-        key: own.log.core.key,
-        versions: await recordFiles(own, join(directory, 'm'), new Map([['file.bin', content]])),
+    const masterLog = await withStore(directory, clock, async (node) => {
+      try {
+        const own = await master.ownDataset('m')
+        const versions = await recordFiles(own, join(directory, 'm'), new Map([['f.bin', content]]))
+        // The replica gets the log by replication and the chunks from the master's store.
+        const masterSide = master.corestore.replicate(true)
+        const replicaSide = node.corestore.replicate(false)
+        masterSide.pipe(replicaSide).pipe(masterSide)
+        const replica = await node.replicaDataset('m', own.log.core.key)
+        await replica.log.waitForLength(own.log.length, AbortSignal.timeout(20_000))
+        for await (const hash of master.referencedChunks())
+          await node.chunkStore.put(hash, await master.chunkStore.get(hash))
+        await node.chunkStore.flush()
+        masterSide.destroy()
+        replicaSide.destroy()
+        return { key: own.log.core.key, versions }
+      } finally {
+        await master.close()
       }
-      // The replica gets the log by replication and the chunks from the master's store.
-      const masterSide = master.corestore.replicate(true)
-      const replicaSide = node.corestore.replicate(false)
-      masterSide.pipe(replicaSide).pipe(masterSide)
-      const replica = await node.replicaDataset('m', masterLog.key)
-      await replica.log.waitForLength(own.log.length, AbortSignal.timeout(20_000))
-      for await (const hash of master.referencedChunks())
-        await node.chunkStore.put(hash, await master.chunkStore.get(hash))
-      await node.chunkStore.flush()
-      masterSide.destroy()
-      replicaSide.destroy()
-      const other = await node.ownDataset('other')
-      kept.push(
-        ...(await recordFiles(other, join(directory, 'other'), new Map([['copy.bin', content]]))),
-      )
+    })
+    const kept = await withStore(directory, clock, async (node) => {
       const pruning = await node.ownDataset('pruning')
       await recordFiles(pruning, join(directory, 'pruning'), new Map([['old.bin', content]]))
       await pruning.setRetention(LAST_DAY_ONLY)
-    } finally {
-      await master.close()
-      await node.close()
-    }
+      const other = await node.ownDataset('other')
+      return recordFiles(other, join(directory, 'other'), new Map([['copy.bin', content]]))
+    })
 
     // After a restart only 'pruning' is opened; its old version goes, the content stays.
     clock.nowMs += 10 * DAY_MS
-    node = await openStore(directory, clock)
-    try {
+    await withStore(directory, clock, async (node) => {
       const pruning = await node.ownDataset('pruning')
       await recordFiles(
         pruning,
@@ -254,17 +237,14 @@ test('datasets not opened since the node started still count: own ones and repli
       assert.equal(sorted(await checkVersions(await node.ownDataset('other'), kept)), [])
       const replica = await node.replicaDataset('m', masterLog.key)
       assert.equal(sorted(await checkVersions(replica, masterLog.versions)), [])
-    } finally {
-      await node.close()
-    }
+    })
   }))
 
 test('a scan running alongside prune never loses a chunk, even one prune had found dead', () =>
   withTempDir(async (directory) => {
     const clock = startClock()
     const root = join(directory, 'set')
-    const store = await openStore(directory, clock)
-    try {
+    await withStore(directory, clock, async (store) => {
       const dataset = await store.ownDataset('dataset')
       await dataset.setRetention(LAST_DAY_ONLY)
       const names = Array.from({ length: 24 }, (_, index) => `f${index}.bin`)
@@ -280,34 +260,30 @@ test('a scan running alongside prune never loses a chunk, even one prune had fou
         clock.nowMs += 10 * DAY_MS
         const files = filesOf(round % 2)
         await writeVersionFiles(root, files)
+        // Either may start first, the other a few milliseconds later.
         const delayMs = (round * 7) % 20
-        const scanFirst = round % 2 === 0
-        const first = scanFirst
-          ? dataset.scan(root, { batchRecordsMax: 2 })
-          : store.prune(THRESHOLD)
-        await sleep(delayMs)
-        const second = scanFirst
-          ? store.prune(THRESHOLD)
-          : dataset.scan(root, { batchRecordsMax: 2 })
-        const [scan] = scanFirst ? [await first, await second] : [await second, await first]
-        recorded.push(...recordedVersions(scan as ScanResult, files))
-        assert.is(recordedVersions(scan as ScanResult, files).length, names.length)
+        const [scan] = await Promise.all([
+          sleep(round % 2 === 0 ? 0 : delayMs).then(() =>
+            dataset.scan(root, { batchRecordsMax: 2 }),
+          ),
+          sleep(round % 2 === 0 ? delayMs : 0).then(() => store.prune(THRESHOLD)),
+        ])
+        const versions = recordedVersions(scan, files)
+        assert.is(versions.length, names.length)
+        recorded.push(...versions)
         await checkVersions(dataset, recorded)
       }
       await store.prune(THRESHOLD)
       const pruned = await checkVersions(dataset, recorded)
       assert.is(pruned.size, recorded.length - names.length, 'all but the current versions went')
-    } finally {
-      await store.close()
-    }
+    })
   }))
 
 test('nonsense options and a damaged registry are refused before anything is marked', () =>
   withTempDir(async (directory) => {
     const clock = startClock()
     const root = join(directory, 'set')
-    const store = await openStore(directory, clock)
-    try {
+    await withStore(directory, clock, async (store) => {
       const dataset = await store.ownDataset('dataset')
       const recorded = await recordFiles(dataset, root, new Map([['a.bin', Buffer.from('one')]]))
       clock.nowMs += 10 * DAY_MS
@@ -325,12 +301,9 @@ test('nonsense options and a damaged registry are refused before anything is mar
       assert.is((await store.prune(THRESHOLD)).versionsPruned, 0, 'no policy: every version kept')
       await dataset.setRetention(LAST_DAY_ONLY)
       assert.equal(await dataset.retention(), LAST_DAY_ONLY)
-    } finally {
-      await store.close()
-    }
+    })
     await writeFile(join(directory, 'data', 'datasets.json'), '{"datasets": [{"id": "dataset"')
-    const reopened = await openStore(directory, clock)
-    try {
+    await withStore(directory, clock, async (reopened) => {
       const dataset = await reopened.ownDataset('dataset')
       await assertRejects(
         reopened.prune(THRESHOLD),
@@ -338,9 +311,7 @@ test('nonsense options and a damaged registry are refused before anything is mar
         /dataset registry .* is damaged/,
       )
       assert.equal(sorted(await dataset.index.prunedSeqs()), [])
-    } finally {
-      await reopened.close()
-    }
+    })
   }))
 
 test.run()

@@ -17,13 +17,13 @@ import { keptVersionsOfPath } from '../../storage/retention.ts'
 import { retentionPolicy } from '../../storage/retention-policy.ts'
 import type { DatasetPath, LogSeq } from '../../storage/version-record.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
-import { indexAnswers } from './fixtures/version-store-fixture.ts'
 import {
   HISTORY_START_MS,
   HOUR_MS,
   PRUNE_CRASH_DATASET,
   PRUNE_CRASH_PACK_SIZE_BYTES_MAX,
   PRUNE_CRASH_THRESHOLD,
+  checkIndexAgreesWithLog,
   checkVersions,
   recordFiles,
   versionContent,
@@ -170,13 +170,7 @@ test('kill -9 during prune: kept versions restore byte-exact, pruned ones read P
         else if (await deadChunksRemain(store, recorded, pruned)) killedAt.afterMarks++
         else killedAt.afterDeadChunksLeftTheIndex++
         prunedBefore = pruned.size
-        const answers = await indexAnswers(dataset.index, [])
-        await dataset.index.reindex()
-        assert.equal(
-          await indexAnswers(dataset.index, []),
-          answers,
-          'the index agrees with the log',
-        )
+        await checkIndexAgreesWithLog(dataset)
         // More history, so that the next round's prune has new work.
         clock.nowMs = HISTORY_START_MS + step * STEP_MS
         recorded.push(...(await extendHistory(dataset, root, clock, step, 6)))
