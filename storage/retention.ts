@@ -109,7 +109,7 @@ export interface RetentionReport {
   readonly versionsPruned: number
   /** File versions left unpruned. */
   readonly versionsKept: number
-  /** Paths with more than RETENTION_VERSIONS_PER_PATH_MAX versions, left whole. */
+  /** Paths with more versions than the bound (RETENTION_VERSIONS_PER_PATH_MAX), left whole. */
   readonly pathsSkipped: readonly DatasetPath[]
 }
 
@@ -121,6 +121,7 @@ export async function applyRetention(
   index: VersionIndex,
   policy: RetentionPolicy,
   nowMs: number,
+  versionsPerPathMax = RETENTION_VERSIONS_PER_PATH_MAX,
 ): Promise<RetentionReport> {
   await index.catchUp()
   const pinnedLengths = (await index.recoveryPoints()).map((point) => point.length)
@@ -153,7 +154,7 @@ export async function applyRetention(
       skipping = false
     }
     if (skipping) continue
-    if (versions.length === RETENTION_VERSIONS_PER_PATH_MAX) {
+    if (versions.length === versionsPerPathMax) {
       pathsSkipped.push(entry.path)
       versions = []
       skipping = true

@@ -11,6 +11,7 @@ import type { ChunkHash } from '../../storage/chunk-types.ts'
 import { chunkBytes } from '../../storage/chunker.ts'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
 import { RECORD_HEADER_BYTES } from '../../storage/pack-format.ts'
+import { applyRetention } from '../../storage/retention.ts'
 import { retentionPolicy } from '../../storage/retention-policy.ts'
 import type { DatasetPath, LogSeq } from '../../storage/version-record.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
@@ -311,6 +312,26 @@ test('nonsense options and a damaged registry are refused before anything is mar
         /dataset registry .* is damaged/,
       )
       assert.equal(sorted(await dataset.index.prunedSeqs()), [])
+    })
+  }))
+
+test('a path with more versions than retention holds in memory is left whole and reported', () =>
+  withTempDir(async (directory) => {
+    const clock = startClock()
+    const root = join(directory, 'set')
+    await withStore(directory, clock, async (store) => {
+      const dataset = await store.ownDataset('dataset')
+      const recorded: RecordedVersion[] = []
+      for (let version = 0; version < 4; version++) {
+        const files = new Map([['many.bin', versionContent('many', version, 100)]])
+        if (version < 2) files.set('few.bin', versionContent('few', version, 100))
+        recorded.push(...(await recordFiles(dataset, root, files)))
+        clock.nowMs += DAY_MS
+      }
+      const report = await applyRetention(dataset.index, LAST_DAY_ONLY, clock.nowMs, 3)
+      assert.equal(report, { versionsPruned: 1, versionsKept: 1, pathsSkipped: ['many.bin'] })
+      const few = recorded.filter((version) => version.path === 'few.bin')
+      assert.equal(sorted(await checkVersions(dataset, recorded)), [few[0]!.seq])
     })
   }))
 
