@@ -20,6 +20,7 @@ import {
   MASTER_ROLES,
   REPLICA_ROLES,
   type NodeRole,
+  type Dataset,
   type TopologyNode,
   type TopologyState,
 } from './topology-state.ts'
@@ -229,9 +230,7 @@ function placementProblem(
     return ClusterError.refused(
       `'${master.name}' cannot master dataset '${datasetId}': it is neither primary nor repli-master`,
     )
-  const claims: DirectoryClaim[] = [
-    { node: master, path, what: `the source of dataset '${datasetId}'` },
-  ]
+  const claims: DirectoryClaim[] = [{ node: master.peerId, path, datasetId, kind: 'source' }]
   const seen = new Set<string>()
   for (const replica of replicas) {
     if (replica.name === masterName)
@@ -249,70 +248,78 @@ function placementProblem(
       )
     if (replica.mirror !== null)
       claims.push({
-        node: replicaFound.node,
+        node: replicaFound.node.peerId,
         path: replica.mirror,
-        what: `the mirror of dataset '${datasetId}'`,
+        datasetId,
+        kind: 'mirror',
       })
   }
-  const claimedNodes = new Set(claims.map((claim) => claim.node.peerId))
-  return overlapProblem(claims, otherClaims(state, datasetId, claimedNodes))
+  return overlapProblem(state, claims)
 }
 
 /** A directory a dataset uses on one node: its source on the master, a mirror on a replica. */
 interface DirectoryClaim {
-  readonly node: TopologyNode
+  readonly node: NodeId
   readonly path: string
-  readonly what: string
+  readonly datasetId: string
+  readonly kind: 'source' | 'mirror'
 }
 
-/** The claims of every other dataset on the given nodes. */
-function otherClaims(
-  state: TopologyState,
-  exceptDatasetId: string,
-  onNodes: ReadonlySet<NodeId>,
-): DirectoryClaim[] {
-  const claims: DirectoryClaim[] = []
-  const add = (peerId: NodeId, path: string, what: string): void => {
-    const node = onNodes.has(peerId) ? nodeByPeer(state, peerId) : null
-    if (node !== null) claims.push({ node, path, what })
-  }
-  for (const dataset of state.datasets) {
-    if (dataset.id === exceptDatasetId) continue
-    add(dataset.master, dataset.path, `the source of dataset '${dataset.id}'`)
-    for (const replica of dataset.replicas)
-      if (replica.mirror !== null)
-        add(replica.node, replica.mirror, `the mirror of dataset '${dataset.id}'`)
-  }
-  return claims
-}
+const NO_CLAIMS: readonly DirectoryClaim[] = []
 
 /**
  * Two datasets never share a directory on one node, nor nest one in the other: a mirror
  * inside a watched source would replicate itself in a loop, and a source inside a mirror
- * would be overwritten by it.
+ * would be overwritten by it. `claims` are one dataset's; every other dataset's are checked
+ * (without building them: this runs for each dataset when a snapshot is restored).
  */
 function overlapProblem(
+  state: TopologyState,
   claims: readonly DirectoryClaim[],
-  others: readonly DirectoryClaim[],
 ): ClusterError | null {
-  for (const claim of claims)
-    for (const other of others) {
-      if (claim.node.peerId !== other.node.peerId) continue
-      const relation = pathRelation(claim.path, other.path)
+  const byNode = new Map<NodeId, DirectoryClaim[]>()
+  for (const claim of claims) byNode.set(claim.node, [...(byNode.get(claim.node) ?? []), claim])
+  const conflict = (
+    node: NodeId,
+    path: string,
+    dataset: Dataset,
+    kind: DirectoryClaim['kind'],
+  ): ClusterError | null => {
+    for (const claim of byNode.get(node) ?? NO_CLAIMS) {
+      const relation = pathRelation(claim.path, path)
       if (relation !== null)
         return ClusterError.refused(
-          `on '${claim.node.name}', ${claim.what} (${claim.path}) ${relation} ${other.what} (${other.path})`,
+          `on '${nodeByPeer(state, node)?.name ?? node}', ${describeClaim(claim)} ${relation} ${describeClaim({ node, path, datasetId: dataset.id, kind })}`,
         )
     }
+    return null
+  }
+  for (const dataset of state.datasets) {
+    if (dataset.id === claims[0]?.datasetId) continue
+    const problem = conflict(dataset.master, dataset.path, dataset, 'source')
+    if (problem !== null) return problem
+    for (const replica of dataset.replicas) {
+      const mirrorProblem =
+        replica.mirror === null ? null : conflict(replica.node, replica.mirror, dataset, 'mirror')
+      if (mirrorProblem !== null) return mirrorProblem
+    }
+  }
   return null
 }
 
+const describeClaim = (claim: DirectoryClaim): string =>
+  `the ${claim.kind} of dataset '${claim.datasetId}' (${claim.path})`
+
 function pathRelation(path: string, other: string): string | null {
   if (path === other) return 'is the same directory as'
-  if (path.startsWith(`${other}/`)) return 'lies inside'
-  if (other.startsWith(`${path}/`)) return 'contains'
+  if (isInside(path, other)) return 'lies inside'
+  if (isInside(other, path)) return 'contains'
   return null
 }
+
+/** Whether `path` lies below `directory` (both normalised); builds no string, as it runs often. */
+const isInside = (path: string, directory: string): boolean =>
+  path.length > directory.length && path[directory.length] === '/' && path.startsWith(directory)
 
 function knownNode(
   state: TopologyState,
