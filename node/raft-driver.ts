@@ -76,7 +76,8 @@ export class RaftDriver {
   readonly #tickTimesMs = new Float64Array(TICK_TIMES_KEPT)
   readonly #pending = new Map<number, PendingProposal>()
   #timer: TimerHandle | null = null
-  #writing = false
+  /** A Ready is taken and not yet advanced: the core allows one at a time, and callbacks run meanwhile. */
+  #readyInFlight = false
   #stopped = false
   #snapshotIndex: number
 
@@ -185,9 +186,13 @@ export class RaftDriver {
     })
   }
 
-  /** Takes Ready batches while no write is in flight; one write at a time keeps the order. */
+  /**
+   * Takes Ready batches one at a time: one write in flight keeps the order, and a proposal
+   * made by a callback during apply (re-entering here) waits for the loop to come round.
+   */
   #pump(): void {
-    while (!this.#stopped && !this.#writing && this.core.hasReady()) {
+    while (!this.#stopped && !this.#readyInFlight && this.core.hasReady()) {
+      this.#readyInFlight = true
       const ready = this.core.ready()
       if (ready.softState !== null) this.#options.onSoftStateChange?.(ready.softState)
       const needsWrite =
@@ -199,7 +204,6 @@ export class RaftDriver {
         this.#finish(ready)
         continue
       }
-      this.#writing = true
       const batch = {
         hardState: ready.hardState,
         entries: ready.entries,
@@ -208,7 +212,6 @@ export class RaftDriver {
       }
       this.#options.storage.write(batch, ready.mustSync, (error) => {
         if (this.#stopped) return
-        this.#writing = false
         if (error !== null) return this.#fail(error)
         this.#finish(ready)
         this.#pump()
@@ -221,6 +224,7 @@ export class RaftDriver {
     if (ready.snapshot !== null) this.#installSnapshot(ready.snapshot)
     for (const entry of ready.committedEntries) this.#apply(entry)
     this.core.advance(ready)
+    this.#readyInFlight = false
     this.#compactIfDue()
   }
 

@@ -1,0 +1,120 @@
+// A replica's side of one dataset: live log replication sessions with the dataset's other
+// holders (kept open, reopened when they end), the chunk sync that completes what the log
+// names, and, where the topology asks for one, a live mirror brought up to every newly
+// completed length.
+import type Hypercore from 'hypercore'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ChunkStoreApi } from '../../storage/chunk-types.ts'
+import type { Mirror } from '../../storage/mirror.ts'
+import type { Dataset } from '../../storage/node-store.ts'
+import type { LogReplication, ReplicationSession } from '../wire/log-replication.ts'
+import { ReplicaSync, type ChunkFetch } from './replica-sync.ts'
+
+/** A replication session that ended is reopened after this pause (the peer may be restarting). */
+const SESSION_RETRY_MS = 1_000
+
+export interface ReplicaDatasetOptions {
+  readonly dataset: Dataset
+  readonly chunkStore: ChunkStoreApi
+  readonly fetcher: ChunkFetch
+  readonly logReplication: LogReplication
+  /** Peers to fetch chunks from, best first: the master, then the other replicas. */
+  readonly chunkSources: () => readonly string[]
+  /** Peers this node opens log sessions with (the others open theirs to it). */
+  readonly sessionPeers: () => readonly string[]
+  readonly mirrorDirectory: string | null
+  readonly log: (line: string) => void
+}
+
+export interface ReplicaProgress {
+  readonly logLength: number
+  readonly completeLength: number
+  readonly bytesPending: number
+  readonly mirroredLength: number | null
+}
+
+export class ReplicaDataset {
+  readonly #options: ReplicaDatasetOptions
+  readonly #abort = new AbortController()
+  readonly #sessions = new Map<string, ReplicationSession>()
+  readonly #sync: ReplicaSync
+  #mirror: Mirror | null = null
+  #running: Promise<unknown> | null = null
+
+  constructor(options: ReplicaDatasetOptions) {
+    this.#options = options
+    this.#sync = new ReplicaSync({
+      log: options.dataset.log,
+      chunkStore: options.chunkStore,
+      fetcher: options.fetcher,
+      sources: options.chunkSources,
+      onComplete: (length) => this.#completed(length),
+      onWarning: (message) => options.log(`dataset ${this.id}: ${message}`),
+    })
+  }
+
+  get id(): string {
+    return this.#options.dataset.id
+  }
+
+  get mirrorDirectory(): string | null {
+    return this.#options.mirrorDirectory
+  }
+
+  get core(): Hypercore {
+    return this.#options.dataset.log.core
+  }
+
+  progress(): ReplicaProgress {
+    return {
+      logLength: this.#options.dataset.log.length,
+      completeLength: this.#sync.completeLength,
+      bytesPending: this.#sync.bytesPending,
+      mirroredLength: this.#mirror?.appliedLength ?? null,
+    }
+  }
+
+  async start(): Promise<void> {
+    const { dataset, mirrorDirectory } = this.#options
+    if (mirrorDirectory !== null) this.#mirror = await dataset.openMirror(mirrorDirectory)
+    const signal = this.#abort.signal
+    this.#running = Promise.all([this.#sync.run(signal), this.#keepSessions(signal)])
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort()
+    for (const session of this.#sessions.values()) session.close()
+    await this.#running?.catch(() => undefined)
+  }
+
+  /** Opens a session with every peer that should have one, every second, until stopped. */
+  async #keepSessions(signal: AbortSignal): Promise<void> {
+    const { logReplication, sessionPeers } = this.#options
+    while (!signal.aborted) {
+      const wanted = new Set(sessionPeers())
+      for (const [peer, session] of this.#sessions) {
+        if (!wanted.has(peer)) {
+          session.close()
+          this.#sessions.delete(peer)
+        }
+      }
+      for (const peer of wanted) {
+        if (this.#sessions.has(peer)) continue
+        const session = logReplication.replicate(peer, this.id)
+        this.#sessions.set(peer, session)
+        void session.closed.then(async () => {
+          await sleep(SESSION_RETRY_MS, undefined, { signal }).catch(() => undefined)
+          if (this.#sessions.get(peer) === session) this.#sessions.delete(peer)
+        })
+      }
+      await sleep(SESSION_RETRY_MS, undefined, { signal }).catch(() => undefined)
+    }
+  }
+
+  async #completed(length: number): Promise<void> {
+    const { dataset } = this.#options
+    await dataset.refresh()
+    if (this.#mirror !== null)
+      await this.#mirror.applyTo(Math.min(length, dataset.index.indexedLength))
+  }
+}
