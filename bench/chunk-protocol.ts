@@ -1,10 +1,12 @@
 // Chunk protocol throughput between two processes on 127.0.0.1, beside a raw TCP copy of
 // the same bytes between the same two processes in the same run. A child process holds
 // the chunks in its chunk store and serves them over libp2p (ChunkServer) and, as one
-// stream of bytes, over a plain net.Socket; this process fetches every chunk into a fresh
-// chunk store (each chunk verified, the store flushed before fetch() resolves), and copies
-// the raw stream into a file that it fsyncs, and into memory. Each figure is the median
-// of a few rounds: these machines are shared and noisy.
+// stream of bytes, over a plain net.Socket and over one libp2p stream; this process
+// fetches every chunk into a fresh chunk store (each chunk verified, the store flushed
+// before fetch() resolves), copies the raw socket into a file that it fsyncs and into
+// memory, and reads the raw libp2p stream into memory (libp2p's own cost, for
+// comparison). Each figure is the median of a few rounds: these machines are shared and
+// noisy.
 //
 //   node --import tsx bench/chunk-protocol.ts [MiB, default 256] [rounds, default 3]
 import '../node/polyfill.ts'
@@ -17,12 +19,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import type { Stream } from '@libp2p/interface'
+import { MUXER_MESSAGE_BYTES_MAX } from '../node/p2p/libp2p-options.ts'
 import { createP2pNode, type P2pNode } from '../node/p2p/p2p-node.ts'
 import { ChunkFetcher, ChunkServer, type WantedChunk } from '../node/wire/chunk-protocol.ts'
 import { ChunkStore } from '../storage/chunk-store.ts'
 import { chunkBytes } from '../storage/chunker.ts'
 
 const MEBIBYTE = 1024 * 1024
+/** The same bytes as one libp2p stream, to tell libp2p's own cost from the chunk protocol's. */
+const RAW_STREAM_PROTOCOL = '/clusterreplica-bench/raw/1.0.0'
+const RAW_STREAM_WRITE_BYTES = MUXER_MESSAGE_BYTES_MAX
 const CHILD_READY_TIMEOUT_MS = 120_000
 
 interface ServerManifest {
@@ -50,6 +57,9 @@ async function serve(directory: string, totalBytes: number): Promise<void> {
   })
   const server = new ChunkServer({ node, chunkStore: store, authorize: () => true })
   await server.start()
+  await node.handle(RAW_STREAM_PROTOCOL, (stream) => void sendRaw(stream, raw), {
+    maxInboundStreams: 4,
+  })
   const manifestPath = join(directory, 'wanted.json')
   const wanted: WantedChunk[] = chunks.map(({ hash, bytes }) => ({
     hash,
@@ -103,6 +113,26 @@ async function stopServer(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
   await exited
   clearTimeout(timer)
+}
+
+async function sendRaw(stream: Stream, raw: Buffer): Promise<void> {
+  for (let offset = 0; offset < raw.byteLength; offset += RAW_STREAM_WRITE_BYTES)
+    if (!stream.send(raw.subarray(offset, offset + RAW_STREAM_WRITE_BYTES))) await stream.onDrain()
+  await stream.close()
+}
+
+async function rawLibp2pCopy(node: P2pNode, manifest: ServerManifest): Promise<number> {
+  const startedMs = performance.now()
+  const stream = await node.openStream(
+    manifest.peerId,
+    RAW_STREAM_PROTOCOL,
+    AbortSignal.timeout(10_000),
+  )
+  let received = 0
+  for await (const data of stream) received += data.byteLength
+  if (received !== manifest.totalBytes)
+    throw new Error(`raw libp2p copy got ${received} of ${manifest.totalBytes} bytes`)
+  return mibPerSecond(received, performance.now() - startedMs)
 }
 
 /** Receives the raw stream; into a file that is fsynced at the end, or just counted. */
@@ -179,12 +209,14 @@ async function main(): Promise<void> {
       fetch: [] as number[],
       rawToFile: [] as number[],
       rawToMemory: [] as number[],
+      rawLibp2p: [] as number[],
     }
     for (let round = 0; round < rounds; round++) {
       figures.rawToFile.push(
         await rawCopy(manifest.tcpPort, manifest.totalBytes, join(directory, `raw-${round}`)),
       )
       figures.rawToMemory.push(await rawCopy(manifest.tcpPort, manifest.totalBytes, null))
+      figures.rawLibp2p.push(await rawLibp2pCopy(node, manifest))
       figures.fetch.push(
         await chunkFetch(node, manifest, wanted, join(directory, `client-${round}`)),
       )
@@ -194,6 +226,7 @@ async function main(): Promise<void> {
     const fetch = median(figures.fetch)
     const rawToFile = median(figures.rawToFile)
     const rawToMemory = median(figures.rawToMemory)
+    const rawLibp2p = median(figures.rawLibp2p)
     const line = (label: string, value: number): string =>
       `  ${label.padEnd(58)} ${value.toFixed(1).padStart(7)} MiB/s`
     console.log(
@@ -202,8 +235,10 @@ async function main(): Promise<void> {
         line('chunk fetch over libp2p (verified, stored, flushed)', fetch),
         line('raw TCP copy of the same bytes into a file, fsynced', rawToFile),
         line('raw TCP copy of the same bytes into memory', rawToMemory),
+        line('raw libp2p stream of the same bytes into memory', rawLibp2p),
         `  ratio fetch / raw copy into a file: ${(fetch / rawToFile).toFixed(2)}`,
         `  ratio fetch / raw copy into memory: ${(fetch / rawToMemory).toFixed(2)}`,
+        `  ratio fetch / raw libp2p stream: ${(fetch / rawLibp2p).toFixed(2)}`,
       ].join('\n'),
     )
   } finally {

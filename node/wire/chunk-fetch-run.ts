@@ -206,20 +206,18 @@ export class FetchRun {
   async #request(stream: Stream, items: readonly Item[]): Promise<void> {
     for (let start = 0; start < items.length; start += CHUNK_REQUEST_HASHES_MAX) {
       const hashes = items.slice(start, start + CHUNK_REQUEST_HASHES_MAX).map((item) => item.hash)
-      await writeFrame(stream, CHUNKS_PROTOCOL, encodeRequest(hashes), this.#abort.signal)
+      await writeFrame(stream, CHUNKS_PROTOCOL, encodeRequest(hashes), {
+        signal: this.#abort.signal,
+      })
     }
   }
 
   /** The answer for `item`: its bytes, or null when the source lacks it. Throws on a bad or late answer. */
   async #receive(source: Source, reader: FrameReader, item: Item): Promise<Uint8Array | null> {
-    const timeoutMs = this.#options.responseTimeoutMs ?? CHUNK_RESPONSE_TIMEOUT_MS
-    const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(timeoutMs)])
-    let frame: Uint8Array | null
-    try {
-      frame = await reader.read(signal)
-    } catch (error) {
-      throw streamError(CHUNKS_PROTOCOL, error, signal)
-    }
+    const frame = await reader.read({
+      signal: this.#abort.signal,
+      timeoutMs: this.#options.responseTimeoutMs ?? CHUNK_RESPONSE_TIMEOUT_MS,
+    })
     if (frame === null) throw ClusterError.closed(`${source.peer} closed the chunk stream early`)
     const response = decodeResponse(frame)
     if (!response.ok) throw ClusterError.badMessage(`bad chunk answer: ${response.error}`)

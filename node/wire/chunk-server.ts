@@ -75,12 +75,9 @@ export class ChunkServer {
         kind: 'refused',
         reason: `${peer} may not fetch chunks here`,
       })
-      await writeFrame(
-        stream,
-        CHUNKS_PROTOCOL,
-        refusal,
-        AbortSignal.timeout(CHUNK_SERVER_WRITE_TIMEOUT_MS),
-      )
+      await writeFrame(stream, CHUNKS_PROTOCOL, refusal, {
+        timeoutMs: CHUNK_SERVER_WRITE_TIMEOUT_MS,
+      })
         .then(() => stream.close())
         .catch(() => stream.abort(ClusterError.refused('not admitted')))
       return
@@ -179,8 +176,9 @@ class ServeSession {
         continue
       }
       const response = await next
-      const signal = AbortSignal.timeout(CHUNK_SERVER_WRITE_TIMEOUT_MS)
-      await writeFrame(this.#stream, CHUNKS_PROTOCOL, encodeResponse(response), signal)
+      await writeFrame(this.#stream, CHUNKS_PROTOCOL, encodeResponse(response), {
+        timeoutMs: CHUNK_SERVER_WRITE_TIMEOUT_MS,
+      })
     }
   }
 }

@@ -22,21 +22,78 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
   return frame
 }
 
+/**
+ * How long an operation may wait, and what may cancel it. The timer is armed only when
+ * the operation must actually wait (a frame already buffered, or a send the stream takes
+ * at once, costs none), since the chunk protocol reads and writes thousands a second.
+ */
+export interface WaitOptions {
+  readonly signal?: AbortSignal
+  /** TIMEOUT when the peer sends nothing, or takes nothing, for this long. */
+  readonly timeoutMs?: number
+}
+
 /** Sends one frame, waiting for the stream to drain when its buffer is full. */
 export async function writeFrame(
   stream: Stream,
   spec: ProtocolSpec,
   payload: Uint8Array,
-  signal?: AbortSignal,
+  options: WaitOptions = {},
 ): Promise<void> {
   if (payload.byteLength > spec.frameBytesMax)
     throw ClusterError.badArgument(
       `a ${spec.name} frame of ${payload.byteLength} bytes is over the limit of ${spec.frameBytesMax}`,
     )
+  let sent: boolean
   try {
-    if (!stream.send(encodeFrame(payload))) await stream.onDrain(signal ? { signal } : {})
+    sent = stream.send(encodeFrame(payload))
   } catch (error) {
-    throw streamError(spec, error, signal)
+    throw streamError(spec, error)
+  }
+  if (!sent)
+    await waitFor(spec, options, 'took nothing', (signal) =>
+      stream.onDrain({ signal }).then(
+        () => true,
+        (error: unknown) => {
+          throw streamError(spec, error)
+        },
+      ),
+    )
+}
+
+/**
+ * Runs `wait` (which gets a signal to stop on) under the caller's signal and time limit:
+ * CLOSED when the caller cancels, TIMEOUT when the limit passes first.
+ */
+async function waitFor<T>(
+  spec: ProtocolSpec,
+  options: WaitOptions,
+  whatPeerDid: string,
+  wait: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const stop = new AbortController()
+  const { signal, timeoutMs } = options
+  if (signal?.aborted === true) throw streamError(spec, signal.reason, signal)
+  let failure: ClusterError | null = null
+  const onAbort = (): void => {
+    failure = streamError(spec, signal?.reason, signal)
+    stop.abort(failure)
+  }
+  signal?.addEventListener('abort', onAbort, { once: true })
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          failure = ClusterError.timeout(`${spec.name} peer ${whatPeerDid} for ${timeoutMs} ms`)
+          stop.abort(failure)
+        }, timeoutMs)
+  try {
+    return await wait(stop.signal)
+  } catch (error) {
+    throw failure ?? error
+  } finally {
+    clearTimeout(timer)
+    signal?.removeEventListener('abort', onAbort)
   }
 }
 
@@ -49,6 +106,7 @@ export function streamError(
   if (error instanceof ClusterError) return error
   if (signal?.aborted === true) {
     const reason: unknown = signal.reason
+    if (reason instanceof ClusterError) return reason
     if (reason instanceof Error && reason.name === 'TimeoutError')
       return ClusterError.timeout(`${spec.name} stream timed out`)
     return ClusterError.closed(`${spec.name} stream cancelled`)
@@ -82,9 +140,9 @@ export class FrameReader {
   /**
    * The next frame, or null when the peer closed its side cleanly between frames. Throws
    * BAD_MESSAGE (and aborts the stream) on an oversized or truncated frame, CLOSED when the
-   * stream was reset, TIMEOUT when `signal` (e.g. AbortSignal.timeout) fires first.
+   * stream was reset, TIMEOUT when the time limit passes first, CLOSED when cancelled.
    */
-  async read(signal?: AbortSignal): Promise<Uint8Array | null> {
+  async read(options: WaitOptions = {}): Promise<Uint8Array | null> {
     for (;;) {
       if (this.#failure !== null) throw this.#failure
       const frame = this.#takeFrame()
@@ -97,7 +155,7 @@ export class FrameReader {
           ),
         )
       }
-      await this.#waitForBytes(signal)
+      await waitFor(this.#spec, options, 'sent nothing', (stop) => this.#waitForBytes(stop))
     }
   }
 
@@ -110,16 +168,15 @@ export class FrameReader {
     return rest
   }
 
-  #waitForBytes(signal: AbortSignal | undefined): Promise<void> {
+  #waitForBytes(stop: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
+      const onStop = (): void => {
         this.#wake = null
-        reject(streamError(this.#spec, signal?.reason, signal))
+        reject(stop.reason as Error)
       }
-      if (signal?.aborted === true) return onAbort()
-      signal?.addEventListener('abort', onAbort, { once: true })
+      stop.addEventListener('abort', onStop, { once: true })
       this.#wake = () => {
-        signal?.removeEventListener('abort', onAbort)
+        stop.removeEventListener('abort', onStop)
         this.#wake = null
         resolve()
       }

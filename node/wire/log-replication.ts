@@ -133,8 +133,8 @@ export class LogReplication {
       if (core === null) throw ClusterError.notFound(`no log core for dataset ${datasetId} here`)
       stream = await this.#options.node.openStream(peer, LOG_PROTOCOL.id, signal)
       const reader = new FrameReader(stream, LOG_PROTOCOL)
-      await writeFrame(stream, LOG_PROTOCOL, encodeJson({ datasetId }), signal)
-      const answer = answerFrame.safeParse(decodeJson(await reader.read(signal)))
+      await writeFrame(stream, LOG_PROTOCOL, encodeJson({ datasetId }), { signal })
+      const answer = answerFrame.safeParse(decodeJson(await reader.read({ signal })))
       if (!answer.success)
         throw ClusterError.badMessage(`${peer} answered the log handshake with a malformed frame`)
       if ('error' in answer.data)
@@ -156,14 +156,14 @@ export class LogReplication {
     const signal = handshakeSignal(session)
     try {
       const reader = new FrameReader(stream, LOG_PROTOCOL)
-      const opening = openingFrame.safeParse(decodeJson(await reader.read(signal)))
+      const opening = openingFrame.safeParse(decodeJson(await reader.read({ signal })))
       if (!opening.success) throw ClusterError.badMessage('malformed log handshake')
       const { datasetId } = opening.data
       if (!this.#options.authorize(peer, datasetId))
         throw ClusterError.refused(`${peer} is not entitled to dataset ${datasetId}`)
       const core = await this.#options.openCore(datasetId)
       if (core === null) throw ClusterError.notFound(`no log core for dataset ${datasetId} here`)
-      await writeFrame(stream, LOG_PROTOCOL, encodeJson({ accepted: true }), signal)
+      await writeFrame(stream, LOG_PROTOCOL, encodeJson({ accepted: true }), { signal })
       this.#pipe(session, core, false, stream, reader.detach())
     } catch (error) {
       const reason = streamError(LOG_PROTOCOL, error, signal)
@@ -171,7 +171,7 @@ export class LogReplication {
       else {
         // A refusal is an answer: the initiator learns why, then the stream closes.
         this.#log(`refused log replication to ${peer}: ${reason.message}`)
-        await writeFrame(stream, LOG_PROTOCOL, encodeJson({ error: errorBody(reason) }), signal)
+        await writeFrame(stream, LOG_PROTOCOL, encodeJson({ error: errorBody(reason) }), { signal })
           .then(() => stream.close({ signal }))
           .catch(() => stream.abort(reason))
       }

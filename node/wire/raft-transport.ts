@@ -155,7 +155,7 @@ export class Libp2pRaftTransport implements RaftTransport {
         const bytes = sender.queue.shift()!
         sender.queuedBytes -= bytes.byteLength
         try {
-          await writeFrame(stream, RAFT_PROTOCOL, bytes, AbortSignal.timeout(RAFT_WRITE_TIMEOUT_MS))
+          await writeFrame(stream, RAFT_PROTOCOL, bytes, { timeoutMs: RAFT_WRITE_TIMEOUT_MS })
           this.counters.messagesSent++
         } catch (error) {
           this.counters.messagesDroppedSendFailed++

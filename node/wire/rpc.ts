@@ -96,9 +96,9 @@ export async function callRpc<Response>(
   const stream = await node.openStream(peer, RPC_PROTOCOL.id, signal)
   try {
     const reader = new FrameReader(stream, RPC_PROTOCOL)
-    await writeFrame(stream, RPC_PROTOCOL, encodeJson({ method, request }), signal)
+    await writeFrame(stream, RPC_PROTOCOL, encodeJson({ method, request }), { signal })
     await stream.close({ signal })
-    const frame = await reader.read(signal)
+    const frame = await reader.read({ signal })
     if (frame === null)
       throw ClusterError.badMessage(`${peer} closed the ${method} call without an answer`)
     const envelope = responseEnvelope.safeParse(decodeJson(frame))
@@ -122,7 +122,7 @@ async function serve(registry: Registry, stream: Stream, peer: string): Promise<
   const reader = new FrameReader(stream, RPC_PROTOCOL)
   let answer: unknown
   try {
-    const frame = await reader.read(AbortSignal.timeout(RPC_REQUEST_READ_TIMEOUT_MS))
+    const frame = await reader.read({ timeoutMs: RPC_REQUEST_READ_TIMEOUT_MS })
     if (frame === null) return void stream.abort(ClusterError.badMessage('no rpc request'))
     if (registry.callsInFlight >= RPC_CALLS_IN_FLIGHT_MAX)
       throw ClusterError.refused(`busy: ${RPC_CALLS_IN_FLIGHT_MAX} calls in progress, try again`)
@@ -151,7 +151,7 @@ async function serve(registry: Registry, stream: Stream, peer: string): Promise<
       error: { code: 'IO_ERROR', message: `the answer of ${bytes.byteLength} bytes is too large` },
     })
   try {
-    await writeFrame(stream, RPC_PROTOCOL, bytes, AbortSignal.timeout(RPC_TIMEOUT_MS_DEFAULT))
+    await writeFrame(stream, RPC_PROTOCOL, bytes, { timeoutMs: RPC_TIMEOUT_MS_DEFAULT })
     await stream.close()
   } catch (error) {
     stream.abort(error as Error)

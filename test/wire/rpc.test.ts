@@ -121,9 +121,7 @@ test('raw garbage requests are answered with an error and the server keeps servi
     const reader = new FrameReader(stream, RPC_PROTOCOL)
     await writeFrame(stream, RPC_PROTOCOL, payload)
     await stream.close()
-    const answer = JSON.parse(
-      new TextDecoder().decode((await reader.read(AbortSignal.timeout(5000)))!),
-    )
+    const answer = JSON.parse(new TextDecoder().decode((await reader.read({ timeoutMs: 5000 }))!))
     assert.equal(answer, { error: { code: 'BAD_MESSAGE', message: 'malformed rpc request' } })
   }
   const answer = await callRpc(
