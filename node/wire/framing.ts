@@ -52,12 +52,9 @@ export async function writeFrame(
   }
   if (!sent)
     await waitFor(spec, options, 'took nothing', (signal) =>
-      stream.onDrain({ signal }).then(
-        () => true,
-        (error: unknown) => {
-          throw streamError(spec, error)
-        },
-      ),
+      stream.onDrain({ signal }).catch((error: unknown) => {
+        throw streamError(spec, error)
+      }),
     )
 }
 
