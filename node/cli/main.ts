@@ -196,6 +196,29 @@ dataset
     },
   )
 dataset
+  .command('set-replicas <id>')
+  .description(
+    "change a dataset's replicas (a new replica catches up from the start of its history)",
+  )
+  .addOption(dataOption())
+  .option(
+    '--replica <name[:mirror]>',
+    'a replica, with the directory of its live mirror if it keeps one (repeatable)',
+    replicaSpec,
+    [],
+  )
+  .action(
+    async (
+      id: string,
+      options: { data: string; replica: { name: string; mirror: string | null }[] },
+    ) => {
+      await control(options.data, 'datasetSetReplicas', { id, replicas: options.replica })
+      console.log(
+        `dataset ${id} is now replicated to ${options.replica.map((replica) => replica.name).join(', ') || 'no node'}`,
+      )
+    },
+  )
+dataset
   .command('ls')
   .description('list datasets')
   .addOption(dataOption())

@@ -53,6 +53,14 @@ export function registerControlMethods(control: ControlServer, node: ClusterNode
         },
       }),
   })
+  control.register('datasetSetReplicas', {
+    params: z.strictObject({ id: name, replicas }),
+    handle: (params) =>
+      command({
+        op: 'command',
+        command: { type: 'setReplicas', id: params.id, replicas: params.replicas },
+      }),
+  })
   control.register('datasetRemove', {
     params: z.strictObject({ id: name }),
     handle: (params) =>

@@ -87,6 +87,11 @@ export class JoinService {
   }
 
   admitCommand(name: string, roles: readonly string[]): TopologyCommand {
+    if (nodeByName(this.#options.topology.state, name) !== null) {
+      throw ClusterError.refused(
+        `${name} is already a member of the cluster (see: clusterreplica status)`,
+      )
+    }
     this.#forgetStale()
     const waiting = this.#pending.get(name)
     if (waiting === undefined) {

@@ -19,6 +19,7 @@ const datasetProgressSchema = z.strictObject({
   logLength: z.number().int().nonnegative(),
   completeLength: z.number().int().nonnegative(),
   bytesPending: z.number().nonnegative(),
+  bytesFetched: z.number().nonnegative(),
 })
 const localStatusSchema = z.strictObject({
   peerId: z.string().max(128),
@@ -36,6 +37,8 @@ export interface StatusServiceOptions {
   readonly topology: TopologyMachine
   readonly replication: ReplicationManager
 }
+
+export type { LocalStatus }
 
 export class StatusService {
   readonly #options: StatusServiceOptions
@@ -73,6 +76,7 @@ export class StatusService {
         logLength: progress.logLength,
         completeLength: progress.completeLength,
         bytesPending: progress.bytesPending,
+        bytesFetched: progress.bytesFetched,
       })),
     }
   }
@@ -132,6 +136,7 @@ export class StatusService {
               ? null
               : Math.max(0, masterLength - replicaLength),
           bytesBehind: progress?.bytesPending ?? null,
+          bytesFetched: progress?.bytesFetched ?? null,
         })
       }
     }

@@ -22,6 +22,8 @@ export interface ReplicaLag {
   readonly replicaLength: number | null
   readonly versionsBehind: number | null
   readonly bytesBehind: number | null
+  /** Chunk bytes the replica fetched since its process started. */
+  readonly bytesFetched: number | null
 }
 
 export interface StatusReport {

@@ -30,6 +30,7 @@ export interface ReplicaProgress {
   readonly logLength: number
   readonly completeLength: number
   readonly bytesPending: number
+  readonly bytesFetched: number
   readonly mirroredLength: number | null
 }
 
@@ -70,6 +71,7 @@ export class ReplicaDataset {
       logLength: this.#options.dataset.log.length,
       completeLength: this.#sync.completeLength,
       bytesPending: this.#sync.bytesPending,
+      bytesFetched: this.#sync.bytesFetched,
       mirroredLength: this.#mirror?.appliedLength ?? null,
     }
   }

@@ -19,6 +19,8 @@ export interface DatasetProgress {
   /** Records held with all their chunks (the master holds everything it recorded). */
   readonly completeLength: number
   readonly bytesPending: number
+  /** Chunk bytes this process fetched for the dataset since it started (a restarted replica fetches only what it lacks). */
+  readonly bytesFetched: number
 }
 
 export interface ReplicationManagerOptions {
@@ -81,6 +83,7 @@ export class ReplicationManager {
         logLength: length,
         completeLength: length,
         bytesPending: 0,
+        bytesFetched: 0,
       })
     }
     for (const { replica } of this.#replicas.values()) {
