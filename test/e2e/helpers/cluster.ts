@@ -153,7 +153,7 @@ export async function waitForSameTree(
       limitMs,
     )
   } catch (error) {
-    throw new Error(`${(error as Error).message}: ${difference}`)
+    throw new Error(`${(error as Error).message}: ${difference}`, { cause: error })
   }
 }
 
