@@ -38,18 +38,27 @@ export async function runCli(args: readonly string[]): Promise<string> {
   return output
 }
 
+export interface LocalNodeOptions {
+  /** A command the node runs under, e.g. `ip netns exec NS` to put it in a network namespace. */
+  readonly wrapper?: readonly string[]
+  /** LAN discovery: only inside a network namespace a test made (multicast must not leave the machine). */
+  readonly mdns?: boolean
+}
+
 export class LocalNode {
   readonly name: string
   readonly dataDirectory: string
   readonly port: number
+  readonly #options: LocalNodeOptions
   #child: ChildProcess | null = null
   #output = ''
   #peerId: string | null = null
 
-  constructor(name: string, dataDirectory: string, port: number) {
+  constructor(name: string, dataDirectory: string, port: number, options: LocalNodeOptions = {}) {
     this.name = name
     this.dataDirectory = dataDirectory
     this.port = port
+    this.#options = options
   }
 
   get listen(): string {
@@ -101,10 +110,12 @@ export class LocalNode {
       this.name,
       '--listen',
       this.listen,
-      '--no-mdns',
     ]
+    if (this.#options.mdns !== true) args.push('--no-mdns')
     for (const address of bootstrap) args.push('--bootstrap', address)
-    const child = spawn(process.execPath, [CLI_PATH, ...args], {
+    const command = [...(this.#options.wrapper ?? []), process.execPath, CLI_PATH, ...args]
+    // A wrapper such as `ip netns exec` execs the node in its place: the pid stays the node's.
+    const child = spawn(command[0]!, command.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     this.#child = child
