@@ -20,6 +20,7 @@ const datasetProgressSchema = z.strictObject({
   completeLength: z.number().int().nonnegative(),
   bytesPending: z.number().nonnegative(),
   bytesFetched: z.number().nonnegative(),
+  mirroredLength: z.number().int().nonnegative().nullable(),
 })
 const localStatusSchema = z.strictObject({
   peerId: z.string().max(128),
@@ -77,6 +78,7 @@ export class StatusService {
         completeLength: progress.completeLength,
         bytesPending: progress.bytesPending,
         bytesFetched: progress.bytesFetched,
+        mirroredLength: progress.mirroredLength,
       })),
     }
   }
@@ -137,6 +139,7 @@ export class StatusService {
               : Math.max(0, masterLength - replicaLength),
           bytesBehind: progress?.bytesPending ?? null,
           bytesFetched: progress?.bytesFetched ?? null,
+          mirroredLength: progress?.mirroredLength ?? null,
         })
       }
     }

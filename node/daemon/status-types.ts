@@ -24,6 +24,8 @@ export interface ReplicaLag {
   readonly bytesBehind: number | null
   /** Chunk bytes the replica fetched since its process started. */
   readonly bytesFetched: number | null
+  /** Records applied to the replica's live mirror (null: no mirror, or no answer). */
+  readonly mirroredLength: number | null
 }
 
 export interface StatusReport {

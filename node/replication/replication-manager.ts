@@ -21,6 +21,8 @@ export interface DatasetProgress {
   readonly bytesPending: number
   /** Chunk bytes this process fetched for the dataset since it started (a restarted replica fetches only what it lacks). */
   readonly bytesFetched: number
+  /** Records applied to the live mirror, or null when this node keeps none for the dataset. */
+  readonly mirroredLength: number | null
 }
 
 export interface ReplicationManagerOptions {
@@ -84,6 +86,7 @@ export class ReplicationManager {
         completeLength: length,
         bytesPending: 0,
         bytesFetched: 0,
+        mirroredLength: null,
       })
     }
     for (const { replica } of this.#replicas.values()) {

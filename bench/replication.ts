@@ -1,0 +1,309 @@
+// `npm run bench:replication`: real clusterreplica processes inside a network namespace
+// this benchmark creates (loopback only, so its traffic can be counted and nothing leaves
+// the machine), each figure beside a raw TCP copy of the same bytes in the same run.
+// Replicas make data durable (chunk store and mirror files fsynced) before they report it;
+// the reference is `tar | socket | tar -x` followed by `sync`, and without the sync.
+// BENCH_SCALE=0.1 shrinks the tree for a quick look.
+import { execFileSync, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { LocalNode } from '../node/cli/local-node.ts'
+import type { StatusReport } from '../node/daemon/status-types.ts'
+
+const SCALE = Number(process.env['BENCH_SCALE'] ?? 1)
+const SMALL_FILES = Math.round(5000 * SCALE)
+const MEDIUM_FILES = Math.round(20 * SCALE)
+const LARGE_FILES = 2
+const LARGE_FILE_BYTES = Math.round(256 * 1024 * 1024 * Math.min(1, SCALE * 4))
+const BURST_FILES = 1000
+const LATENCY_WRITES = 20
+const WAIT_MS_MAX = 15 * 60_000
+const MiB = 1024 * 1024
+
+const namespace = `cr-bench-${randomBytes(3).toString('hex')}`
+const inNamespace = (command: string[]): string[] => ['ip', 'netns', 'exec', namespace, ...command]
+
+interface TreeFacts {
+  readonly files: number
+  readonly bytes: number
+}
+
+async function generateTree(root: string): Promise<TreeFacts> {
+  let bytes = 0
+  const put = async (path: string, size: number): Promise<void> => {
+    const file = await open(path, 'w')
+    for (let written = 0; written < size; written += 8 * MiB)
+      await file.write(randomBytes(Math.min(8 * MiB, size - written)))
+    await file.close()
+    bytes += size
+  }
+  for (let index = 0; index < SMALL_FILES; index++) {
+    const directory = join(
+      root,
+      `level-${index % 10}`,
+      `sub-${Math.floor(index / 10) % 10}`,
+      `leaf-${Math.floor(index / 100) % 5}`,
+    )
+    await mkdir(directory, { recursive: true })
+    await put(join(directory, `small-${index}.dat`), 1024 + Math.floor(Math.random() * 63 * 1024))
+  }
+  await mkdir(join(root, 'medium'), { recursive: true })
+  for (let index = 0; index < MEDIUM_FILES; index++)
+    await put(
+      join(root, 'medium', `medium-${index}.dat`),
+      MiB + Math.floor(Math.random() * 7 * MiB),
+    )
+  await mkdir(join(root, 'large'), { recursive: true })
+  for (let index = 0; index < LARGE_FILES; index++)
+    await put(join(root, 'large', `large-${index}.dat`), LARGE_FILE_BYTES)
+  return { files: SMALL_FILES + MEDIUM_FILES + LARGE_FILES, bytes }
+}
+
+/** Files and bytes under a directory: a cheap check that a mirror is complete (verified by content afterwards). */
+async function countTree(root: string): Promise<TreeFacts> {
+  let files = 0
+  let bytes = 0
+  const walk = async (directory: string): Promise<void> => {
+    for (const entry of await readdir(directory, { withFileTypes: true })) {
+      const path = join(directory, entry.name)
+      if (entry.isDirectory()) await walk(path)
+      else if (entry.isFile()) {
+        files++
+        bytes += (await stat(path)).size
+      }
+    }
+  }
+  await walk(root).catch(() => undefined)
+  return { files, bytes }
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, pollMs = 100): Promise<void> {
+  const deadline = Date.now() + WAIT_MS_MAX
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return
+    await sleep(pollMs)
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+function loopbackBytes(): number {
+  const [link] = JSON.parse(
+    execFileSync('ip', ['-n', namespace, '-s', '-j', 'link', 'show', 'lo'], { encoding: 'utf8' }),
+  ) as {
+    stats64: { tx: { bytes: number } }
+  }[]
+  return link!.stats64.tx.bytes
+}
+
+async function rawCopy(
+  source: string,
+  destination: string,
+): Promise<{ copyMs: number; copyAndSyncMs: number }> {
+  await mkdir(destination, { recursive: true })
+  const command = inNamespace([
+    process.execPath,
+    '--import',
+    'tsx',
+    join(import.meta.dirname, 'raw-tar-copy.ts'),
+    source,
+    destination,
+  ])
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout!.on('data', (data: Buffer) => (output += data.toString()))
+  await new Promise<void>((resolve, reject) =>
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`raw copy exited ${code}`)),
+    ),
+  )
+  return JSON.parse(output) as { copyMs: number; copyAndSyncMs: number }
+}
+
+const mibPerSecond = (bytes: number, ms: number): number => bytes / MiB / (ms / 1000)
+const percentile = (values: number[], share: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil(share * sorted.length) - 1)]!
+}
+
+async function runCluster(
+  root: string,
+  tree: string,
+  facts: TreeFacts,
+  replicaCount: number,
+  raw: { copyMs: number; copyAndSyncMs: number },
+): Promise<void> {
+  const nodes: LocalNode[] = []
+  const base = 47_100 + replicaCount * 10
+  const node = (name: string, index: number): LocalNode => {
+    const created = new LocalNode(name, join(root, `cluster-${replicaCount}`, name), base + index, {
+      wrapper: ['ip', 'netns', 'exec', namespace],
+    })
+    nodes.push(created)
+    return created
+  }
+  try {
+    const primary = node('primary', 0)
+    await primary.init()
+    await primary.start()
+    const replicas = Array.from({ length: replicaCount }, (_, index) =>
+      node(`replica-${index + 1}`, index + 1),
+    )
+    for (const replica of replicas) {
+      await replica.start([primary.address])
+      await waitFor(`${replica.name} to ask to join`, async () =>
+        ((await primary.control('pending')) as { name: string }[]).some(
+          (pending) => pending.name === replica.name,
+        ),
+      )
+      await primary.control('admit', { name: replica.name, roles: ['replica'] })
+    }
+    const mirrors = replicas.map((replica) =>
+      join(root, `cluster-${replicaCount}`, `mirror-${replica.name}`),
+    )
+    const startedMs = performance.now()
+    await primary.control('datasetAdd', {
+      id: 'tree',
+      master: 'primary',
+      path: tree,
+      replicas: replicas.map((replica, index) => ({ name: replica.name, mirror: mirrors[index] })),
+    })
+    await waitFor(
+      'every mirror to hold the tree',
+      async () => {
+        const counts = await Promise.all(mirrors.map(countTree))
+        return counts.every((count) => count.files === facts.files && count.bytes === facts.bytes)
+      },
+      250,
+    )
+    const initialMs = performance.now() - startedMs
+    const initial = mibPerSecond(facts.bytes, initialMs)
+    const rawSynced = mibPerSecond(facts.bytes, raw.copyAndSyncMs)
+    const rawPlain = mibPerSecond(facts.bytes, raw.copyMs)
+    console.log(
+      `initial replication to ${replicaCount} replica(s): ${initial.toFixed(1)} MiB/s (${(initialMs / 1000).toFixed(1)} s) | ` +
+        `raw tar over TCP + sync ${rawSynced.toFixed(1)} MiB/s, ratio ${(initial / rawSynced).toFixed(2)} | ` +
+        `without sync ${rawPlain.toFixed(1)} MiB/s, ratio ${(initial / rawPlain).toFixed(2)} (goal ≥ 0.5)`,
+    )
+
+    const status = async (): Promise<StatusReport> =>
+      (await primary.control('status')) as StatusReport
+    const allMirrored = async (): Promise<boolean> => {
+      const report = await status()
+      return report.replication.every(
+        (lag) => lag.masterLength !== null && lag.mirroredLength === lag.masterLength,
+      )
+    }
+    await waitFor('every mirror to be up to date', allMirrored)
+
+    // A 4 KiB overwrite in the middle of a 256 MiB file.
+    const large = join(tree, 'large', 'large-0.dat')
+    const lengthBefore = (await status()).replication[0]!.masterLength!
+    const wireBefore = loopbackBytes()
+    const editStartedMs = performance.now()
+    const file = await open(large, 'r+')
+    await file.write(randomBytes(4096), 0, 4096, Math.floor(LARGE_FILE_BYTES / 2))
+    await file.close()
+    await waitFor(
+      'the edit on every mirror',
+      async () => {
+        const report = await status()
+        return report.replication.every(
+          (lag) =>
+            (lag.masterLength ?? 0) > lengthBefore && lag.mirroredLength === lag.masterLength,
+        )
+      },
+      5,
+    )
+    const editMs = performance.now() - editStartedMs
+    const wireBytes = loopbackBytes() - wireBefore
+    const rawEdit = mibPerSecond(LARGE_FILE_BYTES, raw.copyAndSyncMs) // what re-sending the file would cost at the raw rate
+    console.log(
+      `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ${editMs.toFixed(0)} ms, ` +
+        `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace, Raft heartbeats included; goal < 0.5 s and < 200 KiB) | ` +
+        `re-sending the whole file at the raw rate: ${((LARGE_FILE_BYTES / MiB / rawEdit) * 1000).toFixed(0)} ms and ${LARGE_FILE_BYTES / 1024} KiB`,
+    )
+
+    // A burst of 1,000 new 4 KiB files.
+    const burst = join(tree, 'burst')
+    await mkdir(burst)
+    const burstStartedMs = performance.now()
+    await Promise.all(
+      Array.from({ length: BURST_FILES }, (_, index) =>
+        writeFile(join(burst, `burst-${index}.dat`), randomBytes(4096)),
+      ),
+    )
+    await waitFor(
+      'the burst on every mirror',
+      async () => {
+        const counts = await Promise.all(
+          mirrors.map((mirror) =>
+            readdir(join(mirror, 'burst')).then(
+              (names) => names.filter((name) => name.endsWith('.dat')).length,
+            ),
+          ),
+        )
+        return counts.every((count) => count === BURST_FILES)
+      },
+      10,
+    )
+    const burstMs = performance.now() - burstStartedMs
+    console.log(
+      `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s)`,
+    )
+
+    // Latency from a 1 KiB file's close on the master to its content in a replica's mirror.
+    const latencies: number[] = []
+    for (let index = 0; index < LATENCY_WRITES; index++) {
+      const content = randomBytes(1024)
+      const target = join(mirrors[0]!, `latency-${index}.dat`)
+      await writeFile(join(tree, `latency-${index}.dat`), content)
+      const closedMs = performance.now()
+      await waitFor(
+        'the small file in the mirror',
+        async () => (await readFile(target)).equals(content),
+        1,
+      )
+      latencies.push(performance.now() - closedMs)
+      await sleep(100)
+    }
+    console.log(
+      `latency, 1 KiB file closed on the master -> content in ${replicas[0]!.name}'s mirror, over ${LATENCY_WRITES} writes: ` +
+        `median ${percentile(latencies, 0.5).toFixed(0)} ms, p95 ${percentile(latencies, 0.95).toFixed(0)} ms (goal p95 < 100 ms)`,
+    )
+  } finally {
+    await Promise.all(nodes.map((running) => running.stop()))
+  }
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'clusterreplica-bench-'))
+  execFileSync('ip', ['netns', 'add', namespace])
+  try {
+    execFileSync('ip', ['-n', namespace, 'link', 'set', 'lo', 'up'])
+    const tree = join(root, 'tree')
+    const facts = await generateTree(tree)
+    console.log(
+      `bench:replication: ${facts.files} files, ${(facts.bytes / MiB).toFixed(0)} MiB, in network namespace ${namespace} (loopback)`,
+    )
+    const raw = await rawCopy(tree, join(root, 'raw-copy'))
+    await rm(join(root, 'raw-copy'), { recursive: true, force: true })
+    console.log(
+      `reference: tar over one TCP socket: ${mibPerSecond(facts.bytes, raw.copyMs).toFixed(1)} MiB/s, ` +
+        `with sync ${mibPerSecond(facts.bytes, raw.copyAndSyncMs).toFixed(1)} MiB/s`,
+    )
+    for (const replicaCount of [1, 3]) {
+      const copy = join(root, `tree-${replicaCount}`)
+      // Each cluster gets a fresh copy, so that edits made for one do not change the next one's tree.
+      execFileSync('cp', ['-a', tree, copy])
+      await runCluster(root, copy, facts, replicaCount, raw)
+    }
+  } finally {
+    execFileSync('ip', ['netns', 'delete', namespace])
+    await rm(root, { recursive: true, force: true })
+  }
+}
+
+await main()
