@@ -219,6 +219,52 @@ dataset
     },
   )
 dataset
+  .command('retention <id>')
+  .description(
+    'how long versions are kept: everything for a window, then thinned (applied at the next prune)',
+  )
+  .addOption(dataOption())
+  .option('--keep-within <duration>', 'keep every version this recent (e.g. 24h, 7d)', '24h')
+  .option('--hourly <n>', 'then the last version of each of this many hours', wholeNumber)
+  .option('--daily <n>', 'then of this many days', wholeNumber)
+  .option('--weekly <n>', 'then of this many weeks', wholeNumber)
+  .option('--monthly <n>', 'then of this many months', wholeNumber)
+  .option(
+    '--max-age <duration>',
+    'nothing older than this except recovery points and current versions',
+  )
+  .option('--keep-everything', 'remove the policy: keep every version', false)
+  .action(
+    async (
+      id: string,
+      options: {
+        data: string
+        keepWithin: string
+        hourly?: number
+        daily?: number
+        weekly?: number
+        monthly?: number
+        maxAge?: string
+        keepEverything: boolean
+      },
+    ) => {
+      const policy = options.keepEverything
+        ? null
+        : {
+            keepAllWithin: options.keepWithin,
+            ...(options.hourly === undefined ? {} : { keepHourly: options.hourly }),
+            ...(options.daily === undefined ? {} : { keepDaily: options.daily }),
+            ...(options.weekly === undefined ? {} : { keepWeekly: options.weekly }),
+            ...(options.monthly === undefined ? {} : { keepMonthly: options.monthly }),
+            ...(options.maxAge === undefined ? {} : { maxAge: options.maxAge }),
+          }
+      await control(options.data, 'datasetSetRetention', { id, policy })
+      console.log(
+        policy === null ? `dataset ${id} keeps every version` : `dataset ${id}: retention set`,
+      )
+    },
+  )
+dataset
   .command('ls')
   .description('list datasets')
   .addOption(dataOption())
@@ -233,6 +279,15 @@ dataset
   .action(async (id: string, options: { data: string }) => {
     await control(options.data, 'datasetRemove', { id })
     console.log(`removed dataset ${id}`)
+  })
+
+program
+  .command('prune')
+  .description("apply the datasets' retention policies on this node now and free the space")
+  .addOption(dataOption())
+  .action(async (options: { data: string }) => {
+    await control(options.data, 'prune')
+    console.log('pruned')
   })
 
 program

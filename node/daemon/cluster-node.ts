@@ -15,6 +15,7 @@ import { loadOrCreateIdentity } from '../identity.ts'
 import { createP2pNode, type P2pNode } from '../p2p/p2p-node.ts'
 import { RaftDriver } from '../raft-driver.ts'
 import { ReplicationManager } from '../replication/replication-manager.ts'
+import { RetentionRunner } from '../replication/retention-runner.ts'
 import {
   canCampaign,
   entitledToDataset,
@@ -74,6 +75,7 @@ export class ClusterNode {
   readonly topology: TopologyMachine
   readonly driver: RaftDriver
   readonly replication: ReplicationManager
+  readonly retention: RetentionRunner
   readonly admin: AdminService
   readonly joins: JoinService
   readonly status: StatusService
@@ -176,6 +178,7 @@ export class ClusterNode {
       },
       log: parts.log,
     })
+    this.retention = new RetentionRunner({ self: parts.self, store: parts.store, log: parts.log })
     this.status = new StatusService({
       self: parts.self,
       p2p: parts.p2p,
@@ -228,6 +231,7 @@ export class ClusterNode {
     registerControlMethods(this.#control, this)
     await this.#control.start()
     this.driver.start()
+    this.retention.start()
     this.#topologyChanged(this.topology.state)
     this.#membershipTimer = setInterval(() => this.#reconcileMembership(), MEMBERSHIP_CHECK_MS)
   }
@@ -238,6 +242,7 @@ export class ClusterNode {
     if (this.#membershipTimer !== null) clearInterval(this.#membershipTimer)
     this.driver.stop()
     await this.#control.stop()
+    await this.retention.stop()
     await this.replication.stop()
     await this.joins.stop()
     await this.status.stop()
@@ -271,6 +276,7 @@ export class ClusterNode {
       )
       .catch((error: unknown) => this.#log(`connections: ${(error as Error).message}`))
     void this.replication.update(state)
+    this.retention.update(state)
     this.#announceAddresses(state)
     this.#reconcileMembership()
   }

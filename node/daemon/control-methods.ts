@@ -4,6 +4,7 @@
 import { z } from 'zod'
 import { ClusterError } from '../../consensus/cluster-error.ts'
 import { datasetPath } from '../../storage/version-record.ts'
+import { retentionPolicy, type RetentionPolicyInput } from '../../storage/retention-policy.ts'
 import type { Point } from '../../storage/dataset-reader.ts'
 import type { ControlServer } from '../control/control-server.ts'
 import { datasetById, nodeByPeer } from '../topology/index.ts'
@@ -61,6 +62,33 @@ export function registerControlMethods(control: ControlServer, node: ClusterNode
         command: { type: 'setReplicas', id: params.id, replicas: params.replicas },
       }),
   })
+  control.register('datasetSetRetention', {
+    params: z.strictObject({
+      id: name,
+      policy: z
+        .strictObject({
+          keepAllWithin: z.union([z.string().max(64), z.number()]),
+          keepHourly: z.number().optional(),
+          keepDaily: z.number().optional(),
+          keepWeekly: z.number().optional(),
+          keepMonthly: z.number().optional(),
+          maxAge: z
+            .union([z.string().max(64), z.number()])
+            .nullable()
+            .optional(),
+        })
+        .nullable(),
+    }),
+    handle: (params) => {
+      // Checked here first, so that a bad policy is refused with the reason before it is proposed.
+      if (params.policy !== null) retentionPolicy(params.policy as RetentionPolicyInput)
+      return command({
+        op: 'command',
+        command: { type: 'setRetention', id: params.id, policy: params.policy },
+      })
+    },
+  })
+  control.register('prune', { params: z.strictObject({}), handle: () => node.retention.pruneNow() })
   control.register('datasetRemove', {
     params: z.strictObject({ id: name }),
     handle: (params) =>
