@@ -57,6 +57,14 @@ function replicaSpec(value: string, previous: { name: string; mirror: string | n
   return [...previous, { name, mirror }]
 }
 
+const replicaOption = () =>
+  new Option(
+    '--replica <name[:mirror]>',
+    'a replica, with the directory of its live mirror if it keeps one (repeatable)',
+  )
+    .argParser(replicaSpec)
+    .default([])
+
 const dataOption = () =>
   new Option('--data <dir>', "the node's data directory").makeOptionMandatory()
 
@@ -70,6 +78,24 @@ async function control(
 
 function print(value: unknown, json: boolean, format: (value: never) => string): void {
   console.log(json ? JSON.stringify(value, null, 2) : format(value as never))
+}
+
+/** A command that asks the daemon one thing and prints it as a table, or as JSON with --json. */
+function reportCommand(
+  parent: Command,
+  name: string,
+  description: string,
+  method: string,
+  format: (value: never) => string,
+): void {
+  parent
+    .command(name)
+    .description(description)
+    .addOption(dataOption())
+    .option('--json', 'print JSON', false)
+    .action(async (options: { data: string; json: boolean }) => {
+      print(await control(options.data, method), options.json, format)
+    })
 }
 
 const program = new Command('clusterreplica')
@@ -152,14 +178,7 @@ program
     console.log(`removed ${name}`)
   })
 
-program
-  .command('pending')
-  .description('nodes waiting to be admitted')
-  .addOption(dataOption())
-  .option('--json', 'print JSON', false)
-  .action(async (options: { data: string; json: boolean }) => {
-    print(await control(options.data, 'pending'), options.json, formatPending)
-  })
+reportCommand(program, 'pending', 'nodes waiting to be admitted', 'pending', formatPending)
 
 const dataset = program
   .command('dataset')
@@ -170,12 +189,7 @@ dataset
   .addOption(dataOption())
   .requiredOption('--master <name>', 'the node whose directory this is')
   .requiredOption('--path <dir>', 'the directory on the master (absolute)')
-  .option(
-    '--replica <name[:mirror]>',
-    'a replica, with the directory of its live mirror if it keeps one (repeatable)',
-    replicaSpec,
-    [],
-  )
+  .addOption(replicaOption())
   .action(
     async (
       id: string,
@@ -201,12 +215,7 @@ dataset
     "change a dataset's replicas (a new replica catches up from the start of its history)",
   )
   .addOption(dataOption())
-  .option(
-    '--replica <name[:mirror]>',
-    'a replica, with the directory of its live mirror if it keeps one (repeatable)',
-    replicaSpec,
-    [],
-  )
+  .addOption(replicaOption())
   .action(
     async (
       id: string,
@@ -264,14 +273,7 @@ dataset
       )
     },
   )
-dataset
-  .command('ls')
-  .description('list datasets')
-  .addOption(dataOption())
-  .option('--json', 'print JSON', false)
-  .action(async (options: { data: string; json: boolean }) => {
-    print(await control(options.data, 'datasetList'), options.json, formatDatasets)
-  })
+reportCommand(dataset, 'ls', 'list datasets', 'datasetList', formatDatasets)
 dataset
   .command('rm <id>')
   .description('stop replicating a dataset (stored versions stay until pruned)')
@@ -290,14 +292,13 @@ program
     console.log('pruned')
   })
 
-program
-  .command('status')
-  .description('nodes, their Raft roles, and each replica’s lag')
-  .addOption(dataOption())
-  .option('--json', 'print JSON', false)
-  .action(async (options: { data: string; json: boolean }) => {
-    print(await control(options.data, 'status'), options.json, formatStatus)
-  })
+reportCommand(
+  program,
+  'status',
+  'nodes, their Raft roles, and each replica’s lag',
+  'status',
+  formatStatus,
+)
 
 program
   .command('versions <dataset/path>')
