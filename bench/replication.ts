@@ -3,7 +3,10 @@
 // the machine), each figure beside a raw TCP copy of the same bytes in the same run.
 // Replicas make data durable (chunk store and mirror files fsynced) before they report it;
 // the reference is `tar | socket | tar -x` followed by `sync`, and without the sync.
-// BENCH_SCALE=0.1 shrinks the tree for a quick look.
+// BENCH_SCALE=0.1 shrinks the tree for a quick look; BENCH_REPLICAS=1 runs only the cluster
+// with that many replicas; BENCH_PROFILE_DIR=DIR writes a CPU profile of every node there;
+// BENCH_TRACE=1 prints every replica's progress twice a second; BENCH_PHASES=edit,burst runs
+// only those phases after the initial replication (all of edit, burst, latency by default).
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
@@ -22,6 +25,11 @@ const BURST_FILES = 1000
 const LATENCY_WRITES = 20
 const WAIT_MS_MAX = 15 * 60_000
 const MiB = 1024 * 1024
+const REPLICA_COUNTS = (process.env['BENCH_REPLICAS'] ?? '1,3').split(',').map(Number)
+const PROFILE_DIRECTORY = process.env['BENCH_PROFILE_DIR']
+const TRACE = process.env['BENCH_TRACE'] === '1'
+const TRACE_EVERY_MS = 500
+const PHASES = new Set((process.env['BENCH_PHASES'] ?? 'edit,burst,latency').split(','))
 
 const namespace = `cr-bench-${randomBytes(3).toString('hex')}`
 const inNamespace = (command: string[]): string[] => ['ip', 'netns', 'exec', namespace, ...command]
@@ -98,6 +106,30 @@ function loopbackBytes(): number {
   return link!.stats64.tx.bytes
 }
 
+/** Prints the master's length and each replica's complete and mirrored lengths until stopped. */
+async function traceProgress(
+  status: () => Promise<StatusReport>,
+  signal: AbortSignal,
+): Promise<void> {
+  const startedMs = performance.now()
+  while (!signal.aborted) {
+    const report = await status().catch(() => null)
+    const lags = report?.replication ?? []
+    const seconds = ((performance.now() - startedMs) / 1000).toFixed(1)
+    console.log(
+      `  ${seconds} s master ${lags[0]?.masterLength ?? '?'} | ` +
+        lags
+          .map(
+            (lag) =>
+              `${lag.replica} complete ${lag.replicaLength ?? '?'} mirrored ${lag.mirroredLength ?? '?'} ` +
+              `fetched ${((lag.bytesFetched ?? 0) / MiB).toFixed(0)} MiB`,
+          )
+          .join(' | '),
+    )
+    await sleep(TRACE_EVERY_MS, undefined, { signal }).catch(() => undefined)
+  }
+}
+
 async function rawCopy(
   source: string,
   destination: string,
@@ -136,6 +168,7 @@ async function runCluster(
   raw: { copyMs: number; copyAndSyncMs: number },
 ): Promise<void> {
   const nodes: LocalNode[] = []
+  const tracing = new AbortController()
   const base = 47_100 + replicaCount * 10
   const node = (name: string, index: number): LocalNode => {
     const created = new LocalNode(name, join(root, `cluster-${replicaCount}`, name), base + index, {
@@ -163,6 +196,9 @@ async function runCluster(
     const mirrors = replicas.map((replica) =>
       join(root, `cluster-${replicaCount}`, `mirror-${replica.name}`),
     )
+    const status = async (): Promise<StatusReport> =>
+      (await primary.control('status')) as StatusReport
+    if (TRACE) void traceProgress(status, tracing.signal)
     const startedMs = performance.now()
     await primary.control('datasetAdd', {
       id: 'tree',
@@ -188,8 +224,6 @@ async function runCluster(
         `without sync ${rawPlain.toFixed(1)} MiB/s, ratio ${(initial / rawPlain).toFixed(2)} (goal ≥ 0.5)`,
     )
 
-    const status = async (): Promise<StatusReport> =>
-      (await primary.control('status')) as StatusReport
     const allMirrored = async (): Promise<boolean> => {
       const report = await status()
       return report.replication.every(
@@ -199,81 +233,88 @@ async function runCluster(
     await waitFor('every mirror to be up to date', allMirrored)
 
     // A 4 KiB overwrite in the middle of a 256 MiB file.
-    const large = join(tree, 'large', 'large-0.dat')
-    const lengthBefore = (await status()).replication[0]!.masterLength!
-    const wireBefore = loopbackBytes()
-    const editStartedMs = performance.now()
-    const file = await open(large, 'r+')
-    await file.write(randomBytes(4096), 0, 4096, Math.floor(LARGE_FILE_BYTES / 2))
-    await file.close()
-    await waitFor(
-      'the edit on every mirror',
-      async () => {
-        const report = await status()
-        return report.replication.every(
-          (lag) =>
-            (lag.masterLength ?? 0) > lengthBefore && lag.mirroredLength === lag.masterLength,
-        )
-      },
-      5,
-    )
-    const editMs = performance.now() - editStartedMs
-    const wireBytes = loopbackBytes() - wireBefore
-    const rawEdit = mibPerSecond(LARGE_FILE_BYTES, raw.copyAndSyncMs) // what re-sending the file would cost at the raw rate
-    console.log(
-      `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ${editMs.toFixed(0)} ms, ` +
-        `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace, Raft heartbeats included; goal < 0.5 s and < 200 KiB) | ` +
-        `re-sending the whole file at the raw rate: ${((LARGE_FILE_BYTES / MiB / rawEdit) * 1000).toFixed(0)} ms and ${LARGE_FILE_BYTES / 1024} KiB`,
-    )
+    if (PHASES.has('edit')) {
+      const large = join(tree, 'large', 'large-0.dat')
+      const lengthBefore = (await status()).replication[0]!.masterLength!
+      const wireBefore = loopbackBytes()
+      const editStartedMs = performance.now()
+      const file = await open(large, 'r+')
+      await file.write(randomBytes(4096), 0, 4096, Math.floor(LARGE_FILE_BYTES / 2))
+      await file.close()
+      await waitFor(
+        'the edit on every mirror',
+        async () => {
+          const report = await status()
+          return report.replication.every(
+            (lag) =>
+              (lag.masterLength ?? 0) > lengthBefore && lag.mirroredLength === lag.masterLength,
+          )
+        },
+        5,
+      )
+      const editMs = performance.now() - editStartedMs
+      const wireBytes = loopbackBytes() - wireBefore
+      const rawEdit = mibPerSecond(LARGE_FILE_BYTES, raw.copyAndSyncMs) // what re-sending the file would cost at the raw rate
+      console.log(
+        `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ${editMs.toFixed(0)} ms, ` +
+          `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace, Raft heartbeats included; goal < 0.5 s and < 200 KiB) | ` +
+          `re-sending the whole file at the raw rate: ${((LARGE_FILE_BYTES / MiB / rawEdit) * 1000).toFixed(0)} ms and ${LARGE_FILE_BYTES / 1024} KiB`,
+      )
+    }
 
     // A burst of 1,000 new 4 KiB files.
-    const burst = join(tree, 'burst')
-    await mkdir(burst)
-    const burstStartedMs = performance.now()
-    await Promise.all(
-      Array.from({ length: BURST_FILES }, (_, index) =>
-        writeFile(join(burst, `burst-${index}.dat`), randomBytes(4096)),
-      ),
-    )
-    await waitFor(
-      'the burst on every mirror',
-      async () => {
-        const counts = await Promise.all(
-          mirrors.map((mirror) =>
-            readdir(join(mirror, 'burst')).then(
-              (names) => names.filter((name) => name.endsWith('.dat')).length,
+    if (PHASES.has('burst')) {
+      const burst = join(tree, 'burst')
+      await mkdir(burst)
+      const burstStartedMs = performance.now()
+      await Promise.all(
+        Array.from({ length: BURST_FILES }, (_, index) =>
+          writeFile(join(burst, `burst-${index}.dat`), randomBytes(4096)),
+        ),
+      )
+      await waitFor(
+        'the burst on every mirror',
+        async () => {
+          const counts = await Promise.all(
+            mirrors.map((mirror) =>
+              readdir(join(mirror, 'burst')).then(
+                (names) => names.filter((name) => name.endsWith('.dat')).length,
+              ),
             ),
-          ),
-        )
-        return counts.every((count) => count === BURST_FILES)
-      },
-      10,
-    )
-    const burstMs = performance.now() - burstStartedMs
-    console.log(
-      `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s)`,
-    )
+          )
+          return counts.every((count) => count === BURST_FILES)
+        },
+        10,
+      )
+      const burstMs = performance.now() - burstStartedMs
+      console.log(
+        `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s)`,
+      )
+    }
 
     // Latency from a 1 KiB file's close on the master to its content in a replica's mirror.
-    const latencies: number[] = []
-    for (let index = 0; index < LATENCY_WRITES; index++) {
-      const content = randomBytes(1024)
-      const target = join(mirrors[0]!, `latency-${index}.dat`)
-      await writeFile(join(tree, `latency-${index}.dat`), content)
-      const closedMs = performance.now()
-      await waitFor(
-        'the small file in the mirror',
-        async () => (await readFile(target)).equals(content),
-        1,
+    if (PHASES.has('latency')) {
+      const latencies: number[] = []
+      for (let index = 0; index < LATENCY_WRITES; index++) {
+        const content = randomBytes(1024)
+        const target = join(mirrors[0]!, `latency-${index}.dat`)
+        await writeFile(join(tree, `latency-${index}.dat`), content)
+        const closedMs = performance.now()
+        await waitFor(
+          'the small file in the mirror',
+          async () => (await readFile(target)).equals(content),
+          1,
+        )
+        latencies.push(performance.now() - closedMs)
+        await sleep(100)
+      }
+      console.log(
+        `latency, 1 KiB file closed on the master -> content in ${replicas[0]!.name}'s mirror, over ${LATENCY_WRITES} writes: ` +
+          `median ${percentile(latencies, 0.5).toFixed(0)} ms, p95 ${percentile(latencies, 0.95).toFixed(0)} ms (goal p95 < 100 ms)`,
       )
-      latencies.push(performance.now() - closedMs)
-      await sleep(100)
     }
-    console.log(
-      `latency, 1 KiB file closed on the master -> content in ${replicas[0]!.name}'s mirror, over ${LATENCY_WRITES} writes: ` +
-        `median ${percentile(latencies, 0.5).toFixed(0)} ms, p95 ${percentile(latencies, 0.95).toFixed(0)} ms (goal p95 < 100 ms)`,
-    )
   } finally {
+    tracing.abort()
     await Promise.all(nodes.map((running) => running.stop()))
   }
 }
@@ -294,7 +335,13 @@ async function main(): Promise<void> {
       `reference: tar over one TCP socket: ${mibPerSecond(facts.bytes, raw.copyMs).toFixed(1)} MiB/s, ` +
         `with sync ${mibPerSecond(facts.bytes, raw.copyAndSyncMs).toFixed(1)} MiB/s`,
     )
-    for (const replicaCount of [1, 3]) {
+    // Only the nodes inherit this: the benchmark itself and the raw copy are not profiled.
+    if (PROFILE_DIRECTORY !== undefined) {
+      process.env['CPU_PROFILE_DIR'] = PROFILE_DIRECTORY
+      process.env['NODE_OPTIONS'] =
+        `${process.env['NODE_OPTIONS'] ?? ''} --import tsx --import ${join(import.meta.dirname, 'cpu-profile.ts')}`
+    }
+    for (const replicaCount of REPLICA_COUNTS) {
       const copy = join(root, `tree-${replicaCount}`)
       // Each cluster gets a fresh copy, so that edits made for one do not change the next one's tree.
       execFileSync('cp', ['-a', tree, copy])
