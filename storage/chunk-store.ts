@@ -26,6 +26,7 @@ import {
   type PruneReport,
 } from './chunk-types.ts'
 import { ChunkIndex } from './chunk-index.ts'
+import { isHashedChunk, type HashedChunk } from './chunker.ts'
 import { PackAppender, packCall, type PackSize } from './pack-file.ts'
 import {
   RECORD_BYTES_MAX,
@@ -65,7 +66,17 @@ function packsDirectoryOf(directory: string): string {
   return join(directory, 'packs')
 }
 
-export class ChunkStore implements ChunkStoreApi {
+/** A store that takes chunks hashed in this process without hashing them again. */
+export interface HashedChunkStore {
+  putHashed(chunk: HashedChunk): Promise<boolean>
+}
+
+/** Whether `store` offers putHashed() (the node's stores do; others get put()). */
+export function takesHashedChunks(store: ChunkStoreApi): store is ChunkStoreApi & HashedChunkStore {
+  return typeof (store as Partial<HashedChunkStore>).putHashed === 'function'
+}
+
+export class ChunkStore implements ChunkStoreApi, HashedChunkStore {
   readonly directory: string
   /** What opening had to repair. */
   readonly recovery: ChunkStoreRecovery
@@ -134,33 +145,23 @@ export class ChunkStore implements ChunkStoreApi {
 
   /** `bytes` must not change until the returned promise settles. */
   async put(hash: ChunkHash, bytes: Uint8Array): Promise<boolean> {
-    const hashBytes = this.checkHash(hash)
-    if (bytes.length > CHUNK_SIZE_MAX_BYTES) {
-      throw ClusterError.badArgument(
-        `chunk ${hash} has ${bytes.length} bytes, more than the ${CHUNK_SIZE_MAX_BYTES} allowed`,
-      )
-    }
+    const hashBytes = this.checkChunk(hash, bytes)
     const actual = sha256(bytes)
     if (!actual.equals(hashBytes)) {
       throw ClusterError.hashMismatch(
         `refused chunk ${hash}: its bytes hash to ${actual.toString('hex')}`,
       )
     }
-    if (this.pending.has(hash)) return false
-    const running = this.inFlight.get(hash)
-    if (running !== undefined) return running.then(() => false)
-    if (this.inFlight.size >= PUTS_IN_FLIGHT_MAX) {
-      throw ClusterError.refused(
-        `chunk store: ${PUTS_IN_FLIGHT_MAX} puts are already in flight; await some first`,
-      )
-    }
-    const storing = this.storeIfAbsent(hash, hashBytes, bytes)
-    this.inFlight.set(hash, storing)
-    try {
-      return await storing
-    } finally {
-      this.inFlight.delete(hash)
-    }
+    return this.putChecked(hash, hashBytes, bytes)
+  }
+
+  /**
+   * put() for a chunk this process has just hashed (an ingest's): the bytes are not hashed
+   * again. Chunks from elsewhere (a peer's, above all) go through put(), which verifies.
+   */
+  async putHashed(chunk: HashedChunk): Promise<boolean> {
+    assert(isHashedChunk(chunk), 'putHashed() takes only chunks hashed in this process')
+    return this.putChecked(chunk.hash, this.checkChunk(chunk.hash, chunk.bytes), chunk.bytes)
   }
 
   async get(hash: ChunkHash): Promise<Uint8Array> {
@@ -228,6 +229,29 @@ export class ChunkStore implements ChunkStoreApi {
       await this.appender.abandon()
       await this.gate.exclusive(() => this.readers.closeAll())
       await this.index.close()
+    }
+  }
+
+  /** Stores a chunk whose bytes are known to match its hash, unless it is stored already. */
+  private async putChecked(
+    hash: ChunkHash,
+    hashBytes: Buffer,
+    bytes: Uint8Array,
+  ): Promise<boolean> {
+    if (this.pending.has(hash)) return false
+    const running = this.inFlight.get(hash)
+    if (running !== undefined) return running.then(() => false)
+    if (this.inFlight.size >= PUTS_IN_FLIGHT_MAX) {
+      throw ClusterError.refused(
+        `chunk store: ${PUTS_IN_FLIGHT_MAX} puts are already in flight; await some first`,
+      )
+    }
+    const storing = this.storeIfAbsent(hash, hashBytes, bytes)
+    this.inFlight.set(hash, storing)
+    try {
+      return await storing
+    } finally {
+      this.inFlight.delete(hash)
     }
   }
 
@@ -318,6 +342,17 @@ export class ChunkStore implements ChunkStoreApi {
       this.packs.set(packId, state)
     }
     return state
+  }
+
+  /** Checks a chunk's name and size before it is stored; returns its hash as bytes. */
+  private checkChunk(hash: ChunkHash, bytes: Uint8Array): Buffer {
+    const hashBytes = this.checkHash(hash)
+    if (bytes.length > CHUNK_SIZE_MAX_BYTES) {
+      throw ClusterError.badArgument(
+        `chunk ${hash} has ${bytes.length} bytes, more than the ${CHUNK_SIZE_MAX_BYTES} allowed`,
+      )
+    }
+    return hashBytes
   }
 
   private checkHash(hash: ChunkHash): Buffer {

@@ -5,10 +5,8 @@
 // of boundaries. Chunk boundaries are part of the stored format: every replica must cut
 // the same file the same way, in every version of this program, or deduplication
 // silently stops working. Nothing here may change without a new format version.
-import { createHash, type Hash } from 'node:crypto'
-import { open, type FileHandle } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
 import { assert } from '../consensus/assert.ts'
-import { ClusterError } from '../consensus/cluster-error.ts'
 import {
   CHUNK_SIZE_AVERAGE_BYTES,
   CHUNK_SIZE_MAX_BYTES,
@@ -59,7 +57,6 @@ export class ContentChunker {
     const chunkEnds: number[] = []
     let position = 0
     let length = this.chunkLengthBytes
-    let fingerprint = this.fingerprint
     while (position < bytes.length) {
       if (length < CHUNK_SIZE_MIN_BYTES) {
         const skipped = Math.min(CHUNK_SIZE_MIN_BYTES - length, bytes.length - position)
@@ -68,31 +65,21 @@ export class ContentChunker {
         continue
       }
       const strict = length < CHUNK_SIZE_AVERAGE_BYTES
-      const mask = strict ? MASK_STRICT : MASK_LOOSE
       const lengthLimit = strict ? CHUNK_SIZE_AVERAGE_BYTES : CHUNK_SIZE_MAX_BYTES
       const stop = Math.min(bytes.length, position + lengthLimit - length)
-      let index = position
-      let found = false
-      for (; index < stop; index++) {
-        fingerprint = ((fingerprint << 1) + GEAR[bytes[index]!]!) | 0
-        if ((fingerprint & mask) === 0) {
-          found = true
-          index++
-          break
-        }
-      }
-      length += index - position
-      position = index
-      if (found || length === CHUNK_SIZE_MAX_BYTES) {
+      const cut = this.findCut(bytes, position, stop, strict ? MASK_STRICT : MASK_LOOSE)
+      const end = cut === NO_CUT ? stop : cut
+      length += end - position
+      position = end
+      if (cut !== NO_CUT || length === CHUNK_SIZE_MAX_BYTES) {
         chunkEnds.push(this.streamOffset + position)
         length = 0
-        fingerprint = 0
+        this.fingerprint = 0
       }
     }
     assert(length < CHUNK_SIZE_MAX_BYTES, 'a chunk never outgrows the maximum size')
     this.streamOffset += bytes.length
     this.chunkLengthBytes = length
-    this.fingerprint = fingerprint
     return chunkEnds
   }
 
@@ -103,7 +90,54 @@ export class ContentChunker {
     this.fingerprint = 0
     return pending > 0 ? this.streamOffset : null
   }
+
+  /**
+   * Rolls the hash over bytes[from, stop) and returns the index just past the first byte
+   * whose hash has the mask's bits clear, or NO_CUT. This loop is most of the chunker's
+   * time: eight bytes per turn with one combined test measured 1.4 to 1.6 times as fast as
+   * a test per byte, and gives the same cuts (the turn that holds a cut is rolled again
+   * one byte at a time, from the hash it started with).
+   */
+  private findCut(bytes: Uint8Array, from: number, stop: number, mask: number): number {
+    const gear = GEAR
+    let fingerprint = this.fingerprint
+    let index = from
+    for (const unrolledStop = stop - 7; index < unrolledStop; index += 8) {
+      const f1 = ((fingerprint << 1) + gear[bytes[index]!]!) | 0
+      const f2 = ((f1 << 1) + gear[bytes[index + 1]!]!) | 0
+      const f3 = ((f2 << 1) + gear[bytes[index + 2]!]!) | 0
+      const f4 = ((f3 << 1) + gear[bytes[index + 3]!]!) | 0
+      const f5 = ((f4 << 1) + gear[bytes[index + 4]!]!) | 0
+      const f6 = ((f5 << 1) + gear[bytes[index + 5]!]!) | 0
+      const f7 = ((f6 << 1) + gear[bytes[index + 6]!]!) | 0
+      const f8 = ((f7 << 1) + gear[bytes[index + 7]!]!) | 0
+      if (
+        (f1 & mask) === 0 ||
+        (f2 & mask) === 0 ||
+        (f3 & mask) === 0 ||
+        (f4 & mask) === 0 ||
+        (f5 & mask) === 0 ||
+        (f6 & mask) === 0 ||
+        (f7 & mask) === 0 ||
+        (f8 & mask) === 0
+      )
+        break
+      fingerprint = f8
+    }
+    for (; index < stop; index++) {
+      fingerprint = ((fingerprint << 1) + gear[bytes[index]!]!) | 0
+      if ((fingerprint & mask) === 0) {
+        this.fingerprint = fingerprint
+        return index + 1
+      }
+    }
+    this.fingerprint = fingerprint
+    return NO_CUT
+  }
 }
+
+/** What findCut returns when no byte in its range ends a chunk. */
+const NO_CUT = -1
 
 /** The end offset of every chunk of `bytes`, as one stream. */
 export function findChunkEnds(bytes: Uint8Array): number[] {
@@ -118,141 +152,35 @@ export function hashChunk(bytes: Uint8Array): ChunkHash {
   return createHash('sha256').update(bytes).digest('hex') as ChunkHash
 }
 
+/**
+ * A chunk whose hash this process computed from its bytes, so the chunk store may take it
+ * without hashing it again. Only hashedChunk() makes one: each is frozen and
+ * remembered in a set, and no cast can forge one (the store asserts the mark). Chunks from
+ * anywhere else, a peer above all, are plain Chunks that put() verifies.
+ */
+export type HashedChunk = Chunk & { readonly __hashedHere: true }
+const hashedHere = new WeakSet<Chunk>()
+
+export function isHashedChunk(chunk: Chunk): chunk is HashedChunk {
+  return hashedHere.has(chunk)
+}
+
+function markHashed(hash: ChunkHash, bytes: Uint8Array): HashedChunk {
+  const chunk = Object.freeze({ hash, bytes })
+  hashedHere.add(chunk)
+  return chunk as HashedChunk
+}
+
+export function hashedChunk(bytes: Uint8Array): HashedChunk {
+  return markHashed(hashChunk(bytes), bytes)
+}
+
 /** Cuts bytes held in memory into chunks (views into `bytes`, not copies). */
-export function chunkBytes(bytes: Uint8Array): Chunk[] {
+export function chunkBytes(bytes: Uint8Array): HashedChunk[] {
   let start = 0
   return findChunkEnds(bytes).map((end) => {
     const chunk = bytes.subarray(start, end)
     start = end
-    return { hash: hashChunk(chunk), bytes: chunk }
+    return hashedChunk(chunk)
   })
-}
-
-/**
- * How much of a file is held at once. It must hold a whole chunk plus room for the next
- * read, so that a chunk never has to be assembled from pieces.
- */
-export const FILE_READ_BUFFER_BYTES = 4 * 1024 * 1024
-assert(FILE_READ_BUFFER_BYTES >= 2 * CHUNK_SIZE_MAX_BYTES, 'the read buffer holds a chunk and more')
-/**
- * Read buffers kept for the next file: a fresh 4 MiB buffer per small file made garbage
- * collection most of the time of a scan of many small files. Chunks are copied out of the
- * buffer, so nothing refers to it once a read ends.
- */
-const SPARE_READ_BUFFERS_MAX = 4
-const spareReadBuffers: Buffer[] = []
-
-export interface ChunkFileOptions {
-  /** Stops the read between two reads of the file. */
-  readonly signal?: AbortSignal
-}
-
-/** A file or an open handle; a handle is read from offset 0 to its end and left open. */
-export type FileSource = string | FileHandle
-
-/** Reads a file once, yielding its chunks (each a copy) in order. */
-export async function* chunkFile(
-  source: FileSource,
-  options: ChunkFileOptions = {},
-): AsyncGenerator<Chunk, void, undefined> {
-  yield* readChunks(source, options, null)
-}
-
-export interface ChunkedFile {
-  readonly fileHash: FileHash
-  readonly sizeBytes: number
-  /** The chunk hashes in file order (a hash repeats when the content does). */
-  readonly chunkHashes: readonly ChunkHash[]
-}
-
-/**
- * Reads a file once and gives both its chunks (to `onChunk`, one at a time, in order)
- * and the whole-file hash, as the ingest needs.
- */
-export async function chunkAndHashFile(
-  source: FileSource,
-  options: ChunkFileOptions,
-  onChunk: (chunk: Chunk) => Promise<void> | void,
-): Promise<ChunkedFile> {
-  const fileHash = createHash('sha256')
-  const chunkHashes: ChunkHash[] = []
-  let sizeBytes = 0
-  for await (const chunk of readChunks(source, options, fileHash)) {
-    chunkHashes.push(chunk.hash)
-    sizeBytes += chunk.bytes.length
-    await onChunk(chunk)
-  }
-  return { fileHash: fileHash.digest('hex') as FileHash, sizeBytes, chunkHashes }
-}
-
-async function* readChunks(
-  source: FileSource,
-  options: ChunkFileOptions,
-  fileHash: Hash | null,
-): AsyncGenerator<Chunk, void, undefined> {
-  const handle = typeof source === 'string' ? await openForReading(source) : source
-  const buffer = spareReadBuffers.pop() ?? Buffer.allocUnsafe(FILE_READ_BUFFER_BYTES)
-  try {
-    const chunker = new ContentChunker()
-    let bufferStreamOffset = 0 // the stream offset of buffer[0]
-    let chunkStart = 0 // index in buffer where the current chunk begins
-    let filled = 0
-    for (;;) {
-      options.signal?.throwIfAborted()
-      // Keep the unfinished chunk (shorter than the maximum) and read after it.
-      buffer.copyWithin(0, chunkStart, filled)
-      bufferStreamOffset += chunkStart
-      filled -= chunkStart
-      chunkStart = 0
-      const bytesRead = await readAt(handle, buffer, filled, bufferStreamOffset + filled, source)
-      const fresh = buffer.subarray(filled, filled + bytesRead)
-      fileHash?.update(fresh)
-      filled += bytesRead
-      const chunkEnds = bytesRead > 0 ? chunker.push(fresh) : [chunker.finish()]
-      for (const end of chunkEnds) {
-        if (end === null) continue
-        const bytes = Buffer.from(buffer.subarray(chunkStart, end - bufferStreamOffset))
-        chunkStart = end - bufferStreamOffset
-        yield { hash: hashChunk(bytes), bytes }
-      }
-      if (bytesRead === 0) return
-    }
-  } finally {
-    if (spareReadBuffers.length < SPARE_READ_BUFFERS_MAX) spareReadBuffers.push(buffer)
-    if (typeof source === 'string') await handle.close()
-  }
-}
-
-async function openForReading(path: string): Promise<FileHandle> {
-  try {
-    return await open(path, 'r')
-  } catch (error) {
-    throw fileError(error, path)
-  }
-}
-
-async function readAt(
-  handle: FileHandle,
-  buffer: Buffer,
-  bufferOffset: number,
-  position: number,
-  source: FileSource,
-): Promise<number> {
-  try {
-    const { bytesRead } = await handle.read(
-      buffer,
-      bufferOffset,
-      buffer.length - bufferOffset,
-      position,
-    )
-    return bytesRead
-  } catch (error) {
-    throw fileError(error, typeof source === 'string' ? source : `file descriptor ${handle.fd}`)
-  }
-}
-
-function fileError(error: unknown, name: string): ClusterError {
-  const code = (error as NodeJS.ErrnoException).code
-  if (code === 'ENOENT') return ClusterError.notFound(`cannot chunk ${name}: it does not exist`)
-  return ClusterError.io(`cannot read ${name} to chunk it: ${String(code ?? error)}`, error)
 }

@@ -17,11 +17,13 @@ import type {
   PruneOptions,
   PruneReport,
 } from './chunk-types.ts'
+import { takesHashedChunks, type HashedChunkStore } from './chunk-store.ts'
+import type { HashedChunk } from './chunker.ts'
 import { ReadGate } from './store-locks.ts'
 
 export type IsLive = (hash: ChunkHash) => boolean
 
-export class GatedChunkStore implements ChunkStoreApi {
+export class GatedChunkStore implements ChunkStoreApi, HashedChunkStore {
   readonly store: ChunkStoreApi
   private readonly gate = new ReadGate()
 
@@ -35,6 +37,14 @@ export class GatedChunkStore implements ChunkStoreApi {
 
   put(hash: ChunkHash, bytes: Uint8Array): Promise<boolean> {
     return this.gate.read(() => this.store.put(hash, bytes))
+  }
+
+  /** put() of a chunk hashed in this process, when the store beneath takes them; else put(). */
+  putHashed(chunk: HashedChunk): Promise<boolean> {
+    const store = this.store
+    return this.gate.read(() =>
+      takesHashedChunks(store) ? store.putHashed(chunk) : store.put(chunk.hash, chunk.bytes),
+    )
   }
 
   get(hash: ChunkHash): Promise<Uint8Array> {

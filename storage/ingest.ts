@@ -7,12 +7,13 @@ import { constants, type BigIntStats } from 'node:fs'
 import { lstat, open } from 'node:fs/promises'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from './chunk-types.ts'
-import { chunkAndHashFile } from './chunker.ts'
+import { takesHashedChunks } from './chunk-store.ts'
+import type { HashedChunk } from './chunker.ts'
+import { chunkAndHashFile } from './file-chunker.ts'
 import type { VersionLogWriter } from './version-log.ts'
 import {
   MODE_BITS_MAX,
   fileVersionRecords,
-  type ChunkReference,
   type DatasetPath,
   type FileVersion,
   type LogSeq,
@@ -21,12 +22,6 @@ import {
 
 /** Reads of a file that keeps changing before it is reported FILE_UNSTABLE. */
 export const INGEST_TRIES_MAX = 3
-/**
- * Chunk puts of one file in flight at once: the store's index look-ups and writes then
- * overlap the chunking and hashing (a 256 MiB ingest took a quarter less time than with
- * one put at a time).
- */
-export const INGEST_PUTS_IN_FLIGHT_MAX = 16
 
 /** What identifies a file's state cheaply: when none of it moved, its content is taken as unchanged. */
 export interface FileIdentity {
@@ -130,28 +125,13 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
   try {
     const before = await fileCall(path, () => handle.stat({ bigint: true }))
     if (!before.isFile()) throw ClusterError.fileUnstable(`${path} is no longer a regular file`)
-    const chunks: ChunkReference[] = []
-    const puts: Promise<void>[] = []
-    const chunked = await fileCall(path, async () => {
-      const file = await chunkAndHashFile(
+    const chunked = await fileCall(path, () =>
+      chunkAndHashFile(
         handle,
         options.signal === undefined ? {} : { signal: options.signal },
-        async (chunk) => {
-          chunks.push({ hash: chunk.hash, lengthBytes: chunk.bytes.byteLength })
-          const put = chunkStore.put(chunk.hash, chunk.bytes).then(
-            () => undefined,
-            (error: unknown) => {
-              throw new ChunkStoreFailure(error)
-            },
-          )
-          put.catch(() => undefined) // awaited below, unless the read fails first
-          puts.push(put)
-          if (puts.length >= INGEST_PUTS_IN_FLIGHT_MAX) await puts.shift()
-        },
-      )
-      await Promise.all(puts)
-      return file
-    })
+        storeChunkIn(chunkStore),
+      ),
+    )
     const after = identityOf(await fileCall(path, () => handle.stat({ bigint: true })))
     if (!sameIdentity(identityOf(before), after) || chunked.sizeBytes !== after.sizeBytes)
       return null
@@ -164,12 +144,26 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
         mode: after.mode,
         mtimeMs: millisecondsOf(before.mtimeNs),
         fileHash: chunked.fileHash,
-        chunks,
+        chunks: chunked.chunks,
       },
     }
   } finally {
     await handle.close()
   }
+}
+
+/**
+ * Puts an ingest's chunks: without hashing them again where the store allows it (the
+ * chunker has just hashed them). A store failure is wrapped so it cannot pass for a file problem.
+ */
+function storeChunkIn(chunkStore: ChunkStoreApi): (chunk: HashedChunk) => Promise<unknown> {
+  const put = takesHashedChunks(chunkStore)
+    ? (chunk: HashedChunk) => chunkStore.putHashed(chunk)
+    : (chunk: HashedChunk) => chunkStore.put(chunk.hash, chunk.bytes)
+  return (chunk) =>
+    put(chunk).catch((error: unknown) => {
+      throw new ChunkStoreFailure(error)
+    })
 }
 
 /** The path still names the file that was read (it was not renamed over meanwhile). */

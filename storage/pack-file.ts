@@ -19,6 +19,12 @@ import {
 
 /** Appended records are gathered here and written in one call when it fills. */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+/**
+ * A pack's new bytes are synced in the background every time this many have been written,
+ * so that the kernel writes them back while more are appended and sync() has little left
+ * to wait for (a 64 MiB tail took longer to sync than it took to append).
+ */
+export const WRITE_BEHIND_BYTES = 16 * 1024 * 1024
 /** How much of a pack a scan holds at once. */
 export const SCAN_BUFFER_BYTES = 4 * 1024 * 1024
 assert(WRITE_BUFFER_BYTES >= RECORD_BYTES_MAX, 'a record fits in the write buffer')
@@ -34,10 +40,12 @@ interface OpenPack {
   readonly handle: FileHandle
   /** Bytes in the file (not counting the write buffer). */
   writtenBytes: number
-  /** Written since the last sync. */
+  /** Appended to since the last sync of it began. */
   dirty: boolean
-  /** A sync started when the pack rolled over, so that flush() has less left to wait for. */
-  syncing: Promise<void> | null
+  /** Bytes written since the last sync of it began. */
+  unsyncedBytes: number
+  /** Syncs begun in the background (write-behind, roll-over) that sync() has not yet awaited. */
+  backgroundSync: Promise<unknown> | null
 }
 
 /** Not safe for concurrent calls: its owner serialises them. */
@@ -64,13 +72,7 @@ export class PackAppender {
     assert(this.current === null, 'resume() comes before any append')
     const path = packPath(this.packsDirectory, pack.packId)
     const handle = await packCall(path, 'open', () => open(path, 'r+'))
-    this.current = {
-      packId: pack.packId,
-      handle,
-      writtenBytes: pack.sizeBytes,
-      dirty: false,
-      syncing: null,
-    }
+    this.current = openPack(pack.packId, handle, pack.sizeBytes)
   }
 
   get currentPackId(): number | null {
@@ -88,8 +90,7 @@ export class PackAppender {
       this.sizeOf(pack) + size > this.packSizeBytesMax
     ) {
       await this.writeBuffer(pack)
-      pack.syncing = this.syncPack(pack)
-      pack.syncing.catch(() => undefined) // awaited, and its failure reported, by sync()
+      if (pack.dirty) this.syncInBackground(pack)
       this.rolledOver.push(pack)
       pack = this.current = null
     }
@@ -119,10 +120,15 @@ export class PackAppender {
   async sync(): Promise<PackSize[]> {
     const pack = this.current
     if (pack !== null) await this.writeBuffer(pack)
-    const written = [...this.rolledOver, ...(pack?.dirty ? [pack] : [])]
+    const written = [...this.rolledOver]
+    if (pack !== null && (pack.dirty || pack.backgroundSync !== null)) written.push(pack)
     for (const each of written) {
-      await (each.syncing ?? this.syncPack(each))
-      each.dirty = false
+      // A background sync's failure must be reported even if a later sync succeeds.
+      const background = each.backgroundSync
+      each.backgroundSync = null
+      if (each.dirty) this.syncInBackground(each)
+      await Promise.all([background, each.backgroundSync])
+      each.backgroundSync = null
     }
     for (const each of this.rolledOver.splice(0)) await closePack(this.packsDirectory, each)
     if (this.createdSinceSync) {
@@ -154,9 +160,16 @@ export class PackAppender {
     return pack.writtenBytes + (pack === this.current ? this.bufferedBytes : 0)
   }
 
-  private async syncPack(pack: OpenPack): Promise<void> {
+  /** Begins a sync of everything written to the pack so far; sync() awaits it. */
+  private syncInBackground(pack: OpenPack): void {
     const path = packPath(this.packsDirectory, pack.packId)
-    await packCall(path, 'sync', () => pack.handle.datasync())
+    const syncing = packCall(path, 'sync', () => pack.handle.datasync())
+    syncing.catch(() => undefined) // awaited, and its failure reported, by sync()
+    const earlier = pack.backgroundSync
+    pack.backgroundSync = earlier === null ? syncing : Promise.all([earlier, syncing])
+    pack.backgroundSync.catch(() => undefined)
+    pack.dirty = false
+    pack.unsyncedBytes = 0
   }
 
   private async createPack(): Promise<OpenPack> {
@@ -164,7 +177,7 @@ export class PackAppender {
     const path = packPath(this.packsDirectory, packId)
     const handle = await packCall(path, 'create', () => open(path, 'wx'))
     this.createdSinceSync = true
-    return { packId, handle, writtenBytes: 0, dirty: false, syncing: null }
+    return openPack(packId, handle, 0)
   }
 
   private async writeBuffer(pack: OpenPack): Promise<void> {
@@ -185,8 +198,14 @@ export class PackAppender {
       written += bytesWritten
     }
     pack.writtenBytes += this.bufferedBytes
+    pack.unsyncedBytes += this.bufferedBytes
     this.bufferedBytes = 0
+    if (pack.unsyncedBytes >= WRITE_BEHIND_BYTES) this.syncInBackground(pack)
   }
+}
+
+function openPack(packId: number, handle: FileHandle, writtenBytes: number): OpenPack {
+  return { packId, handle, writtenBytes, dirty: false, unsyncedBytes: 0, backgroundSync: null }
 }
 
 async function closePack(packsDirectory: string, pack: OpenPack): Promise<void> {

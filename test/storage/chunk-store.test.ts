@@ -1,10 +1,22 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { appendFile, copyFile, open, readFile, stat, truncate, writeFile } from 'node:fs/promises'
+import {
+  appendFile,
+  copyFile,
+  open,
+  readFile,
+  readdir,
+  stat,
+  truncate,
+  writeFile,
+} from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { isClusterError, type ClusterErrorCode } from '../../consensus/cluster-error.ts'
 import { ChunkStore, PUTS_IN_FLIGHT_MAX } from '../../storage/chunk-store.ts'
-import { hashChunk } from '../../storage/chunker.ts'
+import { AssertionFailure } from '../../consensus/assert.ts'
+import { LOOKUP_BATCH_KEYS_MAX } from '../../storage/chunk-index.ts'
+import { hashChunk, hashedChunk, type HashedChunk } from '../../storage/chunker.ts'
 import type { Chunk, ChunkHash } from '../../storage/chunk-types.ts'
 import { RECORD_HEADER_BYTES, packFileName } from '../../storage/pack-format.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
@@ -115,6 +127,53 @@ test('a put whose bytes do not match the hash is refused and stores nothing', as
   })
 })
 
+test('putHashed stores a chunk hashed here; put verifies even the bytes of one', async () => {
+  await withTempDir(async (directory) => {
+    await withStore(directory, async (store) => {
+      const bytes = Buffer.from(seriesChunk('hashed-here', 0).bytes)
+      const chunk = hashedChunk(bytes)
+      assert.ok(await store.putHashed(chunk))
+      assert.not.ok(await store.putHashed(chunk), 'a second put finds it stored')
+      assert.ok(Buffer.from(await store.get(chunk.hash)).equals(bytes))
+      // Bytes changed after hashing: put() hashes them again and refuses them.
+      const changed = hashedChunk(Buffer.from(seriesChunk('hashed-here', 1).bytes))
+      changed.bytes[0]! ^= 1
+      await rejects(store.put(changed.hash, changed.bytes), 'HASH_MISMATCH', changed.hash)
+      // A chunk that only claims to be hashed here is a programmer's error, not stored.
+      const forged = { hash: changed.hash, bytes: changed.bytes } as Chunk as HashedChunk
+      try {
+        await store.putHashed(forged)
+        assert.unreachable('a forged chunk must be refused')
+      } catch (error) {
+        assert.instance(error, AssertionFailure)
+      }
+      assert.not.ok(await store.has(changed.hash))
+    })
+  })
+})
+
+test('only the ingest puts chunks without verifying them: chunks from peers are verified', async () => {
+  // Chunks that arrive from other nodes (node/wire, node/replication) must go through
+  // put(), which hashes them. putHashed() is for what this process has just hashed.
+  const allowed = new Set([
+    'storage/ingest.ts',
+    'storage/chunk-store.ts',
+    'storage/gated-chunk-store.ts',
+  ])
+  const root = fileURLToPath(new URL('../../', import.meta.url))
+  const callers: string[] = []
+  for (const folder of ['consensus', 'storage', 'node', 'sim', 'bench']) {
+    for (const name of await readdir(join(root, folder), { recursive: true })) {
+      const path = `${folder}/${name}`
+      if (!path.endsWith('.ts') || allowed.has(path)) continue
+      if ((await readFile(join(root, path), 'utf8')).includes('putHashed')) callers.push(path)
+    }
+  }
+  assert.equal(callers, [], 'files that call putHashed')
+  const fetchRun = await readFile(join(root, 'node/wire/chunk-fetch-run.ts'), 'utf8')
+  assert.match(fetchRun, 'chunkStore.put(', 'the chunk fetcher stores through put()')
+})
+
 test('bad arguments are refused with BAD_ARGUMENT', async () => {
   await withTempDir(async (directory) => {
     await withStore(directory, async (store) => {
@@ -199,6 +258,28 @@ test('concurrent puts of overlapping chunks store each once, while reads run', a
       { packSizeBytesMax: SMALL_PACK_BYTES },
     )
     await withStore(directory, (store) => assertStored(store, chunks))
+  })
+})
+
+test('look-ups beyond one batch, of stored and missing chunks at once, each get their answer', async () => {
+  await withTempDir(async (directory) => {
+    const stored = seriesChunks('lookups', LOOKUP_BATCH_KEYS_MAX + 20)
+    const missing = seriesChunks('lookups-missing', LOOKUP_BATCH_KEYS_MAX + 20)
+    await withStore(directory, async (store) => {
+      await putAll(store, stored)
+      await store.flush()
+    })
+    await withStore(directory, async (store) => {
+      // Interleaved, so that every batch holds both kinds.
+      const asked = stored.flatMap((chunk, index) => [chunk, missing[index]!])
+      const answers = await Promise.all(asked.map((chunk) => store.has(chunk.hash)))
+      assert.equal(
+        answers,
+        asked.map((_, index) => index % 2 === 0),
+      )
+      const read = await Promise.all(stored.map((chunk) => store.get(chunk.hash)))
+      read.forEach((bytes, index) => assert.ok(Buffer.from(bytes).equals(stored[index]!.bytes)))
+    })
   })
 })
 

@@ -1,20 +1,31 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   ContentChunker,
-  FILE_READ_BUFFER_BYTES,
-  chunkAndHashFile,
   chunkBytes,
-  chunkFile,
   findChunkEnds,
+  hashChunk,
+  hashedChunk,
+  isHashedChunk,
+  type HashedChunk,
 } from '../../storage/chunker.ts'
+import {
+  CHUNKS_IN_FLIGHT_MAX,
+  FILE_READ_BYTES,
+  READ_BUFFERS_PER_FILE,
+  chunkAndHashFile,
+  type ChunkedFile,
+  type FileSource,
+} from '../../storage/file-chunker.ts'
 import {
   CHUNK_SIZE_MAX_BYTES,
   CHUNK_SIZE_MIN_BYTES,
   type Chunk,
+  type ChunkHash,
 } from '../../storage/chunk-types.ts'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
@@ -26,10 +37,16 @@ function chunkLengths(chunkEnds: readonly number[]): number[] {
   return chunkEnds.map((end, index) => end - (index === 0 ? 0 : chunkEnds[index - 1]!))
 }
 
-async function collect(chunks: AsyncIterable<Chunk>): Promise<Chunk[]> {
-  const collected: Chunk[] = []
-  for await (const chunk of chunks) collected.push(chunk)
-  return collected
+/** Chunks a file, keeping a copy of every chunk's bytes as the store saw them. */
+async function chunkCopies(
+  source: FileSource,
+  options: { signal?: AbortSignal } = {},
+): Promise<{ file: ChunkedFile; copies: Map<ChunkHash, Buffer> }> {
+  const copies = new Map<ChunkHash, Buffer>()
+  const file = await chunkAndHashFile(source, options, async (chunk) => {
+    copies.set(chunk.hash, Buffer.from(chunk.bytes))
+  })
+  return { file, copies }
 }
 
 test('cut points are pinned: they must never change between versions', () => {
@@ -106,101 +123,131 @@ test('an empty stream and an empty file have no chunks and the empty hash', asyn
   await withTempDir(async (directory) => {
     const path = join(directory, 'empty')
     await writeFile(path, '')
-    assert.equal(await collect(chunkFile(path)), [])
-    const seen: Chunk[] = []
-    const file = await chunkAndHashFile(path, {}, (chunk) => void seen.push(chunk))
+    const { file, copies } = await chunkCopies(path)
     assert.is(file.fileHash, createHash('sha256').digest('hex'))
     assert.is(file.sizeBytes, 0)
-    assert.equal(file.chunkHashes, [])
-    assert.equal(seen, [])
+    assert.equal(file.chunks, [])
+    assert.is(copies.size, 0)
   })
 })
 
-test('a file larger than the read buffer chunks as in memory, with the right file hash', async () => {
+test('a file over many read buffers chunks as in memory, with the right file hash', async () => {
   await withTempDir(async (directory) => {
-    const content = seededBytes('file', 2 * FILE_READ_BUFFER_BYTES + 12345)
+    // Enough reads that every buffer is read into again, and a tail that is not a whole read.
+    const content = seededBytes('file', (READ_BUFFERS_PER_FILE + 1) * FILE_READ_BYTES + 12345)
     const path = join(directory, 'large')
     await writeFile(path, content)
-    const expected = chunkBytes(content)
+    const expected = chunkBytes(content).map((chunk) => ({
+      hash: chunk.hash,
+      lengthBytes: chunk.bytes.length,
+    }))
 
-    const fromPath = await collect(chunkFile(path))
-    assert.equal(
-      fromPath.map((chunk) => chunk.hash),
-      expected.map((chunk) => chunk.hash),
-    )
-    assert.ok(Buffer.concat(fromPath.map((chunk) => chunk.bytes)).equals(content))
-    for (const chunk of fromPath) assert.is(chunk.hash, hashOf(chunk.bytes))
+    const { file, copies } = await chunkCopies(path)
+    assert.equal(file.chunks, expected)
+    assert.is(file.fileHash, hashOf(content))
+    assert.is(file.sizeBytes, content.length)
+    const inOrder = file.chunks.map((chunk) => copies.get(chunk.hash)!)
+    assert.ok(Buffer.concat(inOrder).equals(content))
 
     const handle = await open(path, 'r')
     try {
-      let sizeSeen = 0
-      const file = await chunkAndHashFile(handle, {}, async (chunk) => {
-        sizeSeen += chunk.bytes.length
-        await Promise.resolve()
-      })
-      assert.is(file.fileHash, hashOf(content))
-      assert.is(file.sizeBytes, content.length)
-      assert.is(sizeSeen, content.length)
-      assert.equal(
-        file.chunkHashes,
-        expected.map((chunk) => chunk.hash),
-      )
+      assert.equal((await chunkCopies(handle)).file, file)
       // The handle is the caller's: still open, and a second pass reads from offset 0 again.
-      assert.is((await collect(chunkFile(handle))).length, expected.length)
+      assert.equal((await chunkCopies(handle)).file, file)
     } finally {
       await handle.close()
     }
   })
 })
 
-test('chunked bytes are copies the caller may keep', async () => {
+test("a chunk's bytes stay as they were until its store settles, however slow", async () => {
   await withTempDir(async (directory) => {
-    const content = seededBytes('copies', 3 * FILE_READ_BUFFER_BYTES)
+    const content = seededBytes('slow-store', (2 * READ_BUFFERS_PER_FILE + 1) * FILE_READ_BYTES)
     const path = join(directory, 'file')
     await writeFile(path, content)
-    const chunks = await collect(chunkFile(path))
-    // Kept across later reads that reuse the read buffer, each must still match its hash.
-    for (const chunk of chunks) assert.is(hashOf(chunk.bytes), chunk.hash)
+    let inFlight = 0
+    let inFlightMax = 0
+    let stored = 0
+    const file = await chunkAndHashFile(path, {}, async (chunk) => {
+      inFlight++
+      inFlightMax = Math.max(inFlightMax, inFlight)
+      // Later reads go on meanwhile; the buffer under these bytes must not be read into.
+      await new Promise((resolve) => setTimeout(resolve, stored++ % 7))
+      assert.is(hashOf(chunk.bytes), chunk.hash)
+      inFlight--
+    })
+    assert.is(stored, file.chunks.length)
+    assert.is(file.fileHash, hashOf(content))
+    assert.ok(inFlightMax > 1, 'chunks are stored several at a time')
+    assert.ok(inFlightMax <= CHUNKS_IN_FLIGHT_MAX, `${inFlightMax} chunks were in flight`)
+  })
+})
+
+test('a failing store stops the read and its error is thrown', async () => {
+  await withTempDir(async (directory) => {
+    const path = join(directory, 'file')
+    await writeFile(path, seededBytes('failing-store', 3 * FILE_READ_BYTES))
+    const failure = new Error('disk full')
+    let calls = 0
+    try {
+      await chunkAndHashFile(path, {}, async () => {
+        if (++calls === 3) throw failure
+      })
+      assert.unreachable('the store failure must be thrown')
+    } catch (error) {
+      assert.is(error, failure)
+    }
+    assert.ok(calls < findChunkEnds(content(path)).length, 'the read stopped early')
   })
 })
 
 test('a missing file is NOT_FOUND and an aborted read stops', async () => {
   await withTempDir(async (directory) => {
     try {
-      await collect(chunkFile(join(directory, 'absent')))
+      await chunkCopies(join(directory, 'absent'))
       assert.unreachable('chunking a missing file must fail')
     } catch (error) {
       assert.ok(isClusterError(error, 'NOT_FOUND'), String(error))
       assert.match((error as Error).message, 'absent')
     }
     const path = join(directory, 'file')
-    await writeFile(path, seededBytes('abort', 2 * FILE_READ_BUFFER_BYTES))
+    await writeFile(path, seededBytes('abort', 3 * FILE_READ_BYTES))
     const controller = new AbortController()
     let chunksSeen = 0
     try {
-      for await (const _chunk of chunkFile(path, { signal: controller.signal })) {
+      await chunkAndHashFile(path, { signal: controller.signal }, async () => {
         chunksSeen++
         controller.abort()
-      }
+      })
       assert.unreachable('an aborted read must throw')
     } catch (error) {
       assert.is((error as Error).name, 'AbortError')
     }
-    assert.ok(chunksSeen < findChunkEnds(await readAll(path)).length)
+    assert.ok(chunksSeen < findChunkEnds(content(path)).length)
   })
+})
+
+test('chunks are marked as hashed here only when this process hashed them', () => {
+  for (const length of [0, 100, CHUNK_SIZE_MAX_BYTES]) {
+    const bytes = seededBytes(`mark-${length}`, length)
+    const chunk = hashedChunk(bytes)
+    assert.is(chunk.hash, hashOf(bytes), `${length} bytes`)
+    assert.is(chunk.bytes, bytes)
+    assert.ok(isHashedChunk(chunk))
+    assert.ok(Object.isFrozen(chunk), 'a marked chunk cannot be given other bytes')
+  }
+  const bytes = seededBytes('forged', 1000)
+  const forged = { hash: hashChunk(bytes), bytes } as Chunk as HashedChunk
+  assert.not.ok(isHashedChunk(forged), 'a cast is not a mark')
+  assert.not.ok(isHashedChunk({ ...hashedChunk(bytes) }), 'nor is a copy of a marked chunk')
 })
 
 function hashOf(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
 
-async function readAll(path: string): Promise<Buffer> {
-  const handle = await open(path, 'r')
-  try {
-    return await handle.readFile()
-  } finally {
-    await handle.close()
-  }
+function content(path: string): Buffer {
+  return readFileSync(path)
 }
 
 test.run()

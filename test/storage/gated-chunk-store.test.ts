@@ -10,53 +10,56 @@ import { GatedChunkStore } from '../../storage/gated-chunk-store.ts'
 import { withTempDir } from '../helpers/temp-dir.ts'
 import { contentBytes } from './fixtures/dataset-tree.ts'
 
-test('has and put while prune takes and uses its live set wait, then find the dropped chunk gone', () =>
-  withTempDir(async (directory) => {
-    const store = new GatedChunkStore(await ChunkStore.open(join(directory, 'chunks')))
-    try {
-      const [dead, live] = chunkBytes(contentBytes('gate', 200_000))
-      assert.ok(dead !== undefined && live !== undefined && dead.hash !== live.hash)
-      for (const chunk of [dead, live]) await store.put(chunk.hash, chunk.bytes)
-      await store.flush()
+for (const putName of ['put', 'putHashed'] as const)
+  test(`has and ${putName} while prune takes and uses its live set wait, then find the dropped chunk gone`, () =>
+    withTempDir(async (directory) => {
+      const store = new GatedChunkStore(await ChunkStore.open(join(directory, 'chunks')))
+      try {
+        const [dead, live] = chunkBytes(contentBytes('gate', 200_000))
+        assert.ok(dead !== undefined && live !== undefined && dead.hash !== live.hash)
+        for (const chunk of [dead, live]) await store.put(chunk.hash, chunk.bytes)
+        await store.flush()
 
-      let releaseLiveSet = (): void => {}
-      const liveSetTaken = new Promise<void>((resolve) => (releaseLiveSet = resolve))
-      const events: string[] = []
-      const pruning = store
-        .pruneWithLiveSet(
-          async () => {
-            events.push('live set taken')
-            await liveSetTaken
-            return (hash) => hash === live.hash
-          },
-          { liveShareThreshold: 1 },
-        )
-        .then((report) => {
-          events.push('prune done')
-          return report
+        let releaseLiveSet = (): void => {}
+        const liveSetTaken = new Promise<void>((resolve) => (releaseLiveSet = resolve))
+        const events: string[] = []
+        const pruning = store
+          .pruneWithLiveSet(
+            async () => {
+              events.push('live set taken')
+              await liveSetTaken
+              return (hash) => hash === live.hash
+            },
+            { liveShareThreshold: 1 },
+          )
+          .then((report) => {
+            events.push('prune done')
+            return report
+          })
+        await new Promise((resolve) => setImmediate(resolve))
+        const asking = store.has(dead.hash).then((found) => {
+          events.push(found ? 'has: yes' : 'has: no')
         })
-      await new Promise((resolve) => setImmediate(resolve))
-      const asking = store.has(dead.hash).then((found) => {
-        events.push(found ? 'has: yes' : 'has: no')
-      })
-      const putting = asking.then(() =>
-        store.put(dead.hash, dead.bytes).then((stored) => {
-          events.push(stored ? 'put stored' : 'put found it')
-          return stored
-        }),
-      )
-      for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve))
-      assert.equal(events, ['live set taken'], 'has and put wait while prune runs')
-      releaseLiveSet()
-      const [report, stored] = await Promise.all([pruning, putting])
-      assert.equal(events, ['live set taken', 'prune done', 'has: no', 'put stored'])
-      assert.is(report.chunksDropped, 1)
-      assert.ok(stored)
-      assert.ok(Buffer.from(await store.get(dead.hash)).equals(dead.bytes))
-    } finally {
-      await store.close()
-    }
-  }))
+        const putting = asking.then(() =>
+          (putName === 'put' ? store.put(dead.hash, dead.bytes) : store.putHashed(dead)).then(
+            (stored) => {
+              events.push(stored ? 'put stored' : 'put found it')
+              return stored
+            },
+          ),
+        )
+        for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve))
+        assert.equal(events, ['live set taken'], 'has and put wait while prune runs')
+        releaseLiveSet()
+        const [report, stored] = await Promise.all([pruning, putting])
+        assert.equal(events, ['live set taken', 'prune done', 'has: no', 'put stored'])
+        assert.is(report.chunksDropped, 1)
+        assert.ok(stored)
+        assert.ok(Buffer.from(await store.get(dead.hash)).equals(dead.bytes))
+      } finally {
+        await store.close()
+      }
+    }))
 
 test('prune waits for puts already running, and reads go on during prune', () =>
   withTempDir(async (directory) => {

@@ -6,6 +6,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import type { ClusterErrorCode } from '../../consensus/cluster-error.ts'
 import type { ChunkHash, ChunkStoreApi } from '../../storage/chunk-types.ts'
+import type { HashedChunk } from '../../storage/chunker.ts'
 import {
   INGEST_TRIES_MAX,
   appendAfterFlush,
@@ -115,6 +116,9 @@ test('chunks are flushed before the record is appended', () =>
           calls.push('put'),
           store.chunkStore.put(hash, bytes)
         ),
+      },
+      putHashed: {
+        value: (chunk: HashedChunk) => (calls.push('put'), store.chunkStore.putHashed(chunk)),
       },
       flush: { value: () => (calls.push('flush'), store.chunkStore.flush()) },
     }) as ChunkStoreApi
