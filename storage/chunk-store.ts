@@ -16,7 +16,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { assert } from '../consensus/assert.ts'
-import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import { ClusterError, isClusterError, type ClusterErrorCode } from '../consensus/cluster-error.ts'
 import {
   CHUNK_SIZE_MAX_BYTES,
   type ChunkHash,
@@ -30,7 +30,6 @@ import { isHashedChunk, type HashedChunk } from './chunker.ts'
 import { PackAppender, packCall, type PackSize } from './pack-file.ts'
 import {
   RECORD_BYTES_MAX,
-  recordBytes,
   recordEnd,
   sha256,
   verifyRecord,
@@ -54,6 +53,8 @@ export const PACK_SIZE_BYTES_MAX = 64 * 1024 * 1024
 export const PUTS_IN_FLIGHT_MAX = 4096
 /** Unflushed chunks: a put that reaches this flushes, so memory and replay stay bounded. */
 export const PENDING_CHUNKS_MAX = 16_384
+/** Chunks one getMany() reads: at most 16 MiB of the largest chunks. */
+export const GET_MANY_CHUNKS_MAX = 64
 
 export interface ChunkStoreOptions {
   /** For tests: smaller packs roll over and get pruned sooner. */
@@ -66,17 +67,40 @@ function packsDirectoryOf(directory: string): string {
   return join(directory, 'packs')
 }
 
-/** A store that takes chunks hashed in this process without hashing them again. */
-export interface HashedChunkStore {
+/**
+ * What the node's own stores add to ChunkStoreApi, for the ingest and for restores: they
+ * take chunks hashed in this process without hashing them again, and read many at once.
+ */
+export interface LocalChunkStore extends ChunkStoreApi {
   putHashed(chunk: HashedChunk): Promise<boolean>
+  getMany(hashes: readonly ChunkHash[]): Promise<(Uint8Array | ClusterError)[]>
 }
 
-/** Whether `store` offers putHashed() (the node's stores do; others get put()). */
-export function takesHashedChunks(store: ChunkStoreApi): store is ChunkStoreApi & HashedChunkStore {
-  return typeof (store as Partial<HashedChunkStore>).putHashed === 'function'
+/** Whether `store` is one of the node's own (others get put() and get() only). */
+export function isLocalChunkStore(store: ChunkStoreApi): store is LocalChunkStore {
+  const local = store as Partial<LocalChunkStore>
+  return typeof local.putHashed === 'function' && typeof local.getMany === 'function'
 }
 
-export class ChunkStore implements ChunkStoreApi, HashedChunkStore {
+/** Errors of one chunk, which getMany() gives in its place rather than throwing. */
+const GIVEN_IN_PLACE: readonly ClusterErrorCode[] = ['NOT_FOUND', 'HASH_MISMATCH', 'CORRUPT_STORE']
+
+/** getMany() of a store that has only get(): one get() per chunk. */
+export function getEach(
+  store: ChunkStoreApi,
+  hashes: readonly ChunkHash[],
+): Promise<(Uint8Array | ClusterError)[]> {
+  return Promise.all(
+    hashes.map((hash) =>
+      store.get(hash).catch((error: unknown) => {
+        if (isClusterError(error) && GIVEN_IN_PLACE.includes(error.code)) return error
+        throw error
+      }),
+    ),
+  )
+}
+
+export class ChunkStore implements LocalChunkStore {
   readonly directory: string
   /** What opening had to repair. */
   readonly recovery: ChunkStoreRecovery
@@ -165,19 +189,48 @@ export class ChunkStore implements ChunkStoreApi, HashedChunkStore {
   }
 
   async get(hash: ChunkHash): Promise<Uint8Array> {
-    const hashBytes = this.checkHash(hash)
+    const [result] = await this.getMany([hash])
+    if (result instanceof ClusterError) throw result
+    return result!
+  }
+
+  /**
+   * get() of up to GET_MANY_CHUNKS_MAX chunks at once, each read and verified as get()
+   * reads it, with the index looked up in one batch and records that lie one after
+   * another in a pack read together. A chunk that cannot be given has its error
+   * (NOT_FOUND, HASH_MISMATCH, CORRUPT_STORE) in its place; a failure of the store itself
+   * is thrown. Each result may be kept: none shares memory with a later call.
+   */
+  async getMany(hashes: readonly ChunkHash[]): Promise<(Uint8Array | ClusterError)[]> {
+    if (hashes.length > GET_MANY_CHUNKS_MAX)
+      throw ClusterError.badArgument(`getMany() takes at most ${GET_MANY_CHUNKS_MAX} chunks`)
+    const hashBytes = hashes.map((hash) => this.checkHash(hash))
     return this.gate.read(async () => {
-      const location = this.pending.get(hash) ?? (await this.index.get(hashBytes))
-      if (location === undefined) throw ClusterError.notFound(`chunk ${hash} is not stored`)
-      const record =
-        this.appender.readBuffered(location) ??
-        (await this.readers
-          .read(location.packId, location.offset, recordBytes(location))
-          .catch((error: unknown) => {
-            if (!isClusterError(error, 'CORRUPT_STORE')) throw error
-            throw ClusterError.corruptStore(`chunk ${hash}: ${error.message}`, error)
-          }))
-      return verifyRecord(record, hash, location)
+      const locations = await Promise.all(
+        hashes.map((hash, index) => this.pending.get(hash) ?? this.index.get(hashBytes[index]!)),
+      )
+      const results: (Uint8Array | ClusterError)[] = []
+      const inPacks: { position: number; location: RecordLocation }[] = []
+      locations.forEach((location, position) => {
+        const hash = hashes[position]!
+        if (location === undefined)
+          results[position] = ClusterError.notFound(`chunk ${hash} is not stored`)
+        else {
+          const buffered = this.appender.readBuffered(location)
+          if (buffered === null) inPacks.push({ position, location })
+          else results[position] = verifiedPayload(buffered, hash, location)
+        }
+      })
+      const records = await this.readers.readRecords(inPacks.map((each) => each.location))
+      inPacks.forEach(({ position, location }, index) => {
+        const hash = hashes[position]!
+        const record = records[index]!
+        results[position] =
+          record instanceof ClusterError
+            ? ClusterError.corruptStore(`chunk ${hash}: ${record.message}`, record)
+            : verifiedPayload(record, hash, location)
+      })
+      return results
     })
   }
 
@@ -381,6 +434,20 @@ export class ChunkStore implements ChunkStoreApi, HashedChunkStore {
       if (isClusterError(error, 'IO_ERROR')) this.failure ??= error
       throw error
     }
+  }
+}
+
+/** A record's payload once verified, or why it cannot be given. */
+function verifiedPayload(
+  record: Buffer,
+  hash: ChunkHash,
+  location: RecordLocation,
+): Buffer | ClusterError {
+  try {
+    return verifyRecord(record, hash, location)
+  } catch (error) {
+    if (isClusterError(error)) return error
+    throw error
   }
 }
 

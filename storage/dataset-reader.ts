@@ -4,7 +4,9 @@
 // difference between two points. The same code serves a master's own log and a replica's.
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
-import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import { assert } from '../consensus/assert.ts'
+import { ClusterError } from '../consensus/cluster-error.ts'
+import { GET_MANY_CHUNKS_MAX, getEach, isLocalChunkStore } from './chunk-store.ts'
 import type { ChunkHash, ChunkStoreApi } from './chunk-types.ts'
 import type { FileEntry, LiveEntry, VersionEntry, VersionIndex } from './version-index.ts'
 import type { VersionLogReader } from './version-log.ts'
@@ -23,8 +25,11 @@ export type Point =
 
 /** Entries one tree listing returns. */
 export const TREE_ENTRIES_MAX = 10_000_000
-/** Chunk reads of a version kept in flight ahead of its reader, so they overlap its writes. */
-export const READ_AHEAD_CHUNKS_MAX = 8
+/** Chunks of a version read together (one index look-up, one read per run of them in a pack). */
+export const READ_GROUP_CHUNKS = 32
+assert(READ_GROUP_CHUNKS <= GET_MANY_CHUNKS_MAX, 'a group is one getMany()')
+/** Groups read ahead of the version's reader, so that reading overlaps its writes. */
+export const READ_AHEAD_GROUPS = 2
 
 export type VersionInfo = VersionEntry & { readonly pruned: boolean }
 
@@ -101,10 +106,14 @@ export class DatasetReader {
 
   /** A file version's bytes. The stream fails with PRUNED, NOT_FOUND, HASH_MISMATCH or CORRUPT_STORE. */
   async open(entry: FileEntry): Promise<Readable> {
+    return Readable.from(await this.content(entry), { objectMode: false })
+  }
+
+  /** open() without the stream around it: the pieces of a file version, for a caller that writes them. */
+  async content(entry: FileEntry): Promise<AsyncIterable<Uint8Array>> {
     if (await this.index.isPruned(entry.seq))
       throw ClusterError.pruned(`version ${entry.seq} of ${entry.path} was pruned`)
-    const chunks = await this.chunkList(entry)
-    return Readable.from(this.verifiedBytes(entry, chunks), { objectMode: false })
+    return this.verifiedBytes(entry, await this.chunkList(entry))
   }
 
   /** The chunk list of a file version, from its put record and continuations in the log. */
@@ -163,32 +172,47 @@ export class DatasetReader {
     chunks: readonly ChunkReference[],
   ): AsyncGenerator<Uint8Array> {
     const fileHash = createHash('sha256')
-    const reads: Promise<Uint8Array>[] = []
-    let nextRead = 0
-    for (const chunk of chunks) {
-      while (nextRead < chunks.length && reads.length < READ_AHEAD_CHUNKS_MAX) {
-        const read = this.chunkStore.get(chunks[nextRead++]!.hash)
-        read.catch(() => undefined) // awaited below, unless the reader stops first
-        reads.push(read)
+    const groups: Promise<(Uint8Array | ClusterError)[]>[] = []
+    let nextGroup = 0
+    for (let first = 0; first < chunks.length; first += READ_GROUP_CHUNKS) {
+      for (
+        ;
+        nextGroup < chunks.length && groups.length < READ_AHEAD_GROUPS;
+        nextGroup += READ_GROUP_CHUNKS
+      ) {
+        const group = this.readGroup(chunks.slice(nextGroup, nextGroup + READ_GROUP_CHUNKS))
+        group.catch(() => undefined) // awaited below, unless the reader stops first
+        groups.push(group)
       }
-      let bytes: Uint8Array
-      try {
-        bytes = await reads.shift()!
-      } catch (error) {
-        // Retention may prune the version while it is being read.
-        if (isClusterError(error, 'NOT_FOUND') && (await this.index.isPruned(entry.seq)))
-          throw ClusterError.pruned(`version ${entry.seq} of ${entry.path} was pruned`)
-        throw error
+      const results = await groups.shift()!
+      for (const [offset, bytes] of results.entries()) {
+        const chunk = chunks[first + offset]!
+        if (bytes instanceof ClusterError) throw await this.readFailure(entry, bytes)
+        if (bytes.byteLength !== chunk.lengthBytes)
+          throw ClusterError.hashMismatch(
+            `chunk ${chunk.hash} of ${entry.path} has the wrong length`,
+          )
+        fileHash.update(bytes)
+        yield bytes
       }
-      if (bytes.byteLength !== chunk.lengthBytes)
-        throw ClusterError.hashMismatch(`chunk ${chunk.hash} of ${entry.path} has the wrong length`)
-      fileHash.update(bytes)
-      yield bytes
     }
     if (fileHash.digest('hex') !== entry.fileHash)
       throw ClusterError.hashMismatch(
         `version ${entry.seq} of ${entry.path} does not match its file hash`,
       )
+  }
+
+  private readGroup(group: readonly ChunkReference[]): Promise<(Uint8Array | ClusterError)[]> {
+    const hashes = group.map((chunk) => chunk.hash)
+    const store = this.chunkStore
+    return isLocalChunkStore(store) ? store.getMany(hashes) : getEach(store, hashes)
+  }
+
+  /** Retention may prune the version while it is being read: that is PRUNED, not damage. */
+  private async readFailure(entry: FileEntry, error: ClusterError): Promise<ClusterError> {
+    if (error.code === 'NOT_FOUND' && (await this.index.isPruned(entry.seq)))
+      return ClusterError.pruned(`version ${entry.seq} of ${entry.path} was pruned`)
+    return error
   }
 }
 

@@ -17,13 +17,14 @@ import type {
   PruneOptions,
   PruneReport,
 } from './chunk-types.ts'
-import { takesHashedChunks, type HashedChunkStore } from './chunk-store.ts'
+import type { ClusterError } from '../consensus/cluster-error.ts'
+import { getEach, isLocalChunkStore, type LocalChunkStore } from './chunk-store.ts'
 import type { HashedChunk } from './chunker.ts'
 import { ReadGate } from './store-locks.ts'
 
 export type IsLive = (hash: ChunkHash) => boolean
 
-export class GatedChunkStore implements ChunkStoreApi, HashedChunkStore {
+export class GatedChunkStore implements LocalChunkStore {
   readonly store: ChunkStoreApi
   private readonly gate = new ReadGate()
 
@@ -43,12 +44,16 @@ export class GatedChunkStore implements ChunkStoreApi, HashedChunkStore {
   putHashed(chunk: HashedChunk): Promise<boolean> {
     const store = this.store
     return this.gate.read(() =>
-      takesHashedChunks(store) ? store.putHashed(chunk) : store.put(chunk.hash, chunk.bytes),
+      isLocalChunkStore(store) ? store.putHashed(chunk) : store.put(chunk.hash, chunk.bytes),
     )
   }
 
   get(hash: ChunkHash): Promise<Uint8Array> {
     return this.store.get(hash)
+  }
+
+  getMany(hashes: readonly ChunkHash[]): Promise<(Uint8Array | ClusterError)[]> {
+    return isLocalChunkStore(this.store) ? this.store.getMany(hashes) : getEach(this.store, hashes)
   }
 
   flush(): Promise<void> {

@@ -7,7 +7,7 @@ import { constants, type BigIntStats } from 'node:fs'
 import { lstat, open } from 'node:fs/promises'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from './chunk-types.ts'
-import { takesHashedChunks } from './chunk-store.ts'
+import { isLocalChunkStore } from './chunk-store.ts'
 import type { HashedChunk } from './chunker.ts'
 import { chunkAndHashFile } from './file-chunker.ts'
 import type { VersionLogWriter } from './version-log.ts'
@@ -157,7 +157,7 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
  * chunker has just hashed them). A store failure is wrapped so it cannot pass for a file problem.
  */
 function storeChunkIn(chunkStore: ChunkStoreApi): (chunk: HashedChunk) => Promise<unknown> {
-  const put = takesHashedChunks(chunkStore)
+  const put = isLocalChunkStore(chunkStore)
     ? (chunk: HashedChunk) => chunkStore.putHashed(chunk)
     : (chunk: HashedChunk) => chunkStore.put(chunk.hash, chunk.bytes)
   return (chunk) =>

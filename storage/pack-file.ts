@@ -16,15 +16,10 @@ import {
   writeRecordHeader,
   type RecordLocation,
 } from './pack-format.ts'
+import { WriteBehind } from './write-behind.ts'
 
 /** Appended records are gathered here and written in one call when it fills. */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-/**
- * A pack's new bytes are synced in the background every time this many have been written,
- * so that the kernel writes them back while more are appended and sync() has little left
- * to wait for (a 64 MiB tail took longer to sync than it took to append).
- */
-export const WRITE_BEHIND_BYTES = 16 * 1024 * 1024
 /** How much of a pack a scan holds at once. */
 export const SCAN_BUFFER_BYTES = 4 * 1024 * 1024
 assert(WRITE_BUFFER_BYTES >= RECORD_BYTES_MAX, 'a record fits in the write buffer')
@@ -40,12 +35,8 @@ interface OpenPack {
   readonly handle: FileHandle
   /** Bytes in the file (not counting the write buffer). */
   writtenBytes: number
-  /** Appended to since the last sync of it began. */
-  dirty: boolean
-  /** Bytes written since the last sync of it began. */
-  unsyncedBytes: number
-  /** Syncs begun in the background (write-behind, roll-over) that sync() has not yet awaited. */
-  backgroundSync: Promise<unknown> | null
+  /** Syncs in the background as the pack grows, and when it rolls over. */
+  readonly writeBehind: WriteBehind
 }
 
 /** Not safe for concurrent calls: its owner serialises them. */
@@ -72,7 +63,7 @@ export class PackAppender {
     assert(this.current === null, 'resume() comes before any append')
     const path = packPath(this.packsDirectory, pack.packId)
     const handle = await packCall(path, 'open', () => open(path, 'r+'))
-    this.current = openPack(pack.packId, handle, pack.sizeBytes)
+    this.current = this.openPack(pack.packId, handle, pack.sizeBytes)
   }
 
   get currentPackId(): number | null {
@@ -90,7 +81,7 @@ export class PackAppender {
       this.sizeOf(pack) + size > this.packSizeBytesMax
     ) {
       await this.writeBuffer(pack)
-      if (pack.dirty) this.syncInBackground(pack)
+      pack.writeBehind.begin() // so that sync() has less left to wait for
       this.rolledOver.push(pack)
       pack = this.current = null
     }
@@ -100,7 +91,6 @@ export class PackAppender {
     writeRecordHeader(this.buffer, this.bufferedBytes, hash, payload.length)
     this.buffer.set(payload, this.bufferedBytes + RECORD_HEADER_BYTES)
     this.bufferedBytes += size
-    pack.dirty = true
     return { packId: pack.packId, offset, lengthBytes: payload.length }
   }
 
@@ -121,15 +111,8 @@ export class PackAppender {
     const pack = this.current
     if (pack !== null) await this.writeBuffer(pack)
     const written = [...this.rolledOver]
-    if (pack !== null && (pack.dirty || pack.backgroundSync !== null)) written.push(pack)
-    for (const each of written) {
-      // A background sync's failure must be reported even if a later sync succeeds.
-      const background = each.backgroundSync
-      each.backgroundSync = null
-      if (each.dirty) this.syncInBackground(each)
-      await Promise.all([background, each.backgroundSync])
-      each.backgroundSync = null
-    }
+    if (pack?.writeBehind.pending === true) written.push(pack)
+    for (const each of written) await each.writeBehind.settle()
     for (const each of this.rolledOver.splice(0)) await closePack(this.packsDirectory, each)
     if (this.createdSinceSync) {
       // A new file's name is durable only once its directory is synced.
@@ -160,24 +143,18 @@ export class PackAppender {
     return pack.writtenBytes + (pack === this.current ? this.bufferedBytes : 0)
   }
 
-  /** Begins a sync of everything written to the pack so far; sync() awaits it. */
-  private syncInBackground(pack: OpenPack): void {
-    const path = packPath(this.packsDirectory, pack.packId)
-    const syncing = packCall(path, 'sync', () => pack.handle.datasync())
-    syncing.catch(() => undefined) // awaited, and its failure reported, by sync()
-    const earlier = pack.backgroundSync
-    pack.backgroundSync = earlier === null ? syncing : Promise.all([earlier, syncing])
-    pack.backgroundSync.catch(() => undefined)
-    pack.dirty = false
-    pack.unsyncedBytes = 0
-  }
-
   private async createPack(): Promise<OpenPack> {
     const packId = this.allocatePackId()
     const path = packPath(this.packsDirectory, packId)
     const handle = await packCall(path, 'create', () => open(path, 'wx'))
     this.createdSinceSync = true
-    return openPack(packId, handle, 0)
+    return this.openPack(packId, handle, 0)
+  }
+
+  private openPack(packId: number, handle: FileHandle, writtenBytes: number): OpenPack {
+    const path = packPath(this.packsDirectory, packId)
+    const writeBehind = new WriteBehind(() => packCall(path, 'sync', () => handle.datasync()))
+    return { packId, handle, writtenBytes, writeBehind }
   }
 
   private async writeBuffer(pack: OpenPack): Promise<void> {
@@ -198,14 +175,9 @@ export class PackAppender {
       written += bytesWritten
     }
     pack.writtenBytes += this.bufferedBytes
-    pack.unsyncedBytes += this.bufferedBytes
+    pack.writeBehind.written(this.bufferedBytes)
     this.bufferedBytes = 0
-    if (pack.unsyncedBytes >= WRITE_BEHIND_BYTES) this.syncInBackground(pack)
   }
-}
-
-function openPack(packId: number, handle: FileHandle, writtenBytes: number): OpenPack {
-  return { packId, handle, writtenBytes, dirty: false, unsyncedBytes: 0, backgroundSync: null }
 }
 
 async function closePack(packsDirectory: string, pack: OpenPack): Promise<void> {

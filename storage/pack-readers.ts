@@ -3,12 +3,26 @@
 // of packs. A handle in use is never closed; idle ones beyond the bound are, oldest first.
 import { open, type FileHandle } from 'node:fs/promises'
 import { assert } from '../consensus/assert.ts'
-import { ClusterError } from '../consensus/cluster-error.ts'
+import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import { packCall } from './pack-file.ts'
-import { packFileName, packPath } from './pack-format.ts'
+import {
+  RECORD_BYTES_MAX,
+  packFileName,
+  packPath,
+  recordBytes,
+  recordEnd,
+  type RecordLocation,
+} from './pack-format.ts'
 
 /** Open handles kept for packs that no read is using right now. */
 export const IDLE_READ_HANDLES_MAX = 32
+/**
+ * Records that lie one after another in a pack are read with one read of up to this many
+ * bytes: a read per chunk made the system calls and thread-pool hand-offs most of a
+ * restore's time.
+ */
+export const RUN_READ_BYTES_MAX = 4 * 1024 * 1024
+assert(RUN_READ_BYTES_MAX >= RECORD_BYTES_MAX, 'a run holds the largest record')
 
 interface Reader {
   readonly opened: Promise<FileHandle>
@@ -38,6 +52,41 @@ export class PackReaders {
     } finally {
       this.release(packId, reader)
     }
+  }
+
+  /**
+   * Reads the records at `locations` (each as far as its pack holds it), reading records
+   * that follow one another in a pack together. A missing pack is CORRUPT_STORE for its
+   * records only; any other failure fails the whole call.
+   */
+  async readRecords(locations: readonly RecordLocation[]): Promise<(Buffer | ClusterError)[]> {
+    const records: (Buffer | ClusterError)[] = []
+    const reads: Promise<void>[] = []
+    for (let first = 0; first < locations.length;) {
+      const start = locations[first]!
+      let end = first + 1
+      while (end < locations.length && followsInRun(start, locations[end - 1]!, locations[end]!))
+        end++
+      const length = recordEnd(locations[end - 1]!) - start.offset
+      const runFirst = first
+      reads.push(
+        this.read(start.packId, start.offset, length).then(
+          (run) => {
+            for (let index = runFirst; index < end; index++) {
+              const from = locations[index]!.offset - start.offset
+              records[index] = run.subarray(from, from + recordBytes(locations[index]!))
+            }
+          },
+          (error: unknown) => {
+            if (!isClusterError(error, 'CORRUPT_STORE')) throw error
+            for (let index = runFirst; index < end; index++) records[index] = error
+          },
+        ),
+      )
+      first = end
+    }
+    await Promise.all(reads)
+    return records
   }
 
   /** Closes the handles of packs about to be deleted; none may be in use. */
@@ -95,6 +144,19 @@ export class PackReaders {
       throw ClusterError.io(`chunk store: cannot open ${path}: ${String(error)}`, error)
     }
   }
+}
+
+/** `next` lies right after `previous` in the pack of the run that begins at `start`, and fits in it. */
+function followsInRun(
+  start: RecordLocation,
+  previous: RecordLocation,
+  next: RecordLocation,
+): boolean {
+  return (
+    next.packId === start.packId &&
+    next.offset === recordEnd(previous) &&
+    recordEnd(next) - start.offset <= RUN_READ_BYTES_MAX
+  )
 }
 
 async function closeQuietly(reader: Reader): Promise<void> {

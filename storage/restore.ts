@@ -11,6 +11,7 @@ import {
   mkdir,
   open,
   readdir,
+  type FileHandle,
   realpath,
   rename,
   rm,
@@ -20,10 +21,12 @@ import {
   chmod,
 } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
+import { assert } from '../consensus/assert.ts'
 import { ClusterError, isClusterError, type ClusterErrorCode } from '../consensus/cluster-error.ts'
 import type { DatasetReader, Point } from './dataset-reader.ts'
 import type { DirectoryEntry, LiveEntry, SymlinkEntry } from './version-index.ts'
 import { checkDatasetPath, parentPath, type DatasetPath } from './version-record.ts'
+import { WriteBehind } from './write-behind.ts'
 
 /** Temporary files are named this prefix and 16 hex digits; leftovers of a crash are removed by that name. */
 export const TEMP_FILE_PREFIX = '.clusterreplica-tmp-'
@@ -34,6 +37,8 @@ export const LINK_RESOLVE_STEPS_MAX = 256
 export const RESTORE_FILES_IN_FLIGHT_MAX = 16
 /** A file's pieces are gathered into writes of about this size: a system call per chunk cost more. */
 export const WRITE_BYTES_MAX = 1024 * 1024
+/** Pieces in one write: the kernel's limit on one writev (IOV_MAX on Linux). */
+export const WRITE_PIECES_MAX = 1024
 
 /** Entries a restore reports as skipped rather than failing the whole restore. */
 const SKIPPABLE: readonly ClusterErrorCode[] = [
@@ -115,7 +120,7 @@ async function restoreEntries(
           await refuseDirectoryInTheWay(directory, entry)
           await writes.add(async () => {
             try {
-              const content = await reader.open(entry)
+              const content = await reader.content(entry)
               const written = await writeFileAtomically(
                 directory,
                 baseName(entry.path),
@@ -290,6 +295,8 @@ export function isInside(root: string, path: string): boolean {
 /**
  * Writes `content` to a temporary file in `directory`, sets its mode and mtime, syncs it
  * and renames it to `name`. Returns the bytes written; nothing is left behind on failure.
+ * Pieces are gathered into writes of about WRITE_BYTES_MAX and kept until written, so
+ * they must not change meanwhile.
  */
 export async function writeFileAtomically(
   directory: string,
@@ -300,12 +307,14 @@ export async function writeFileAtomically(
 ): Promise<number> {
   const temporary = join(directory, temporaryName())
   const handle = await fileCall(temporary, () => open(temporary, 'wx', 0o600))
+  const writeBehind = new WriteBehind(() => fileCall(temporary, () => handle.datasync()))
   let bytes = 0
   try {
     let pieces: Uint8Array[] = []
     let piecesBytes = 0
     const writePieces = async (): Promise<void> => {
-      await writeAll(temporary, handle, Buffer.concat(pieces, piecesBytes))
+      await writeAll(temporary, handle, pieces, piecesBytes)
+      writeBehind.written(piecesBytes)
       bytes += piecesBytes
       pieces = []
       piecesBytes = 0
@@ -313,9 +322,10 @@ export async function writeFileAtomically(
     for await (const piece of content) {
       pieces.push(piece)
       piecesBytes += piece.byteLength
-      if (piecesBytes >= WRITE_BYTES_MAX) await writePieces()
+      if (piecesBytes >= WRITE_BYTES_MAX || pieces.length >= WRITE_PIECES_MAX) await writePieces()
     }
     if (piecesBytes > 0) await writePieces()
+    await writeBehind.settle()
     await fileCall(temporary, async () => {
       await handle.chmod(mode)
       await handle.utimes(mtimeMs / 1000, mtimeMs / 1000)
@@ -325,24 +335,38 @@ export async function writeFileAtomically(
     await fileCall(temporary, () => rename(temporary, join(directory, name)))
     return bytes
   } catch (error) {
+    await writeBehind.settle().catch(() => undefined)
     await handle.close().catch(() => undefined)
     await rm(temporary, { force: true })
     throw error
   }
 }
 
+/** Writes every piece, in order, with as few calls as the kernel allows (no copy into one buffer). */
 async function writeAll(
   path: string,
-  handle: Awaited<ReturnType<typeof open>>,
-  piece: Uint8Array,
+  handle: FileHandle,
+  pieces: readonly Uint8Array[],
+  piecesBytes: number,
 ): Promise<void> {
-  let offset = 0
-  while (offset < piece.byteLength) {
-    const { bytesWritten } = await fileCall(path, () =>
-      handle.write(piece, offset, piece.byteLength - offset),
-    )
-    offset += bytesWritten
+  let rest = pieces
+  let restBytes = piecesBytes
+  while (restBytes > 0) {
+    const { bytesWritten } = await fileCall(path, () => handle.writev(rest as Uint8Array[]))
+    assert(bytesWritten > 0, 'a write makes progress')
+    restBytes -= bytesWritten
+    rest = piecesAfter(rest, bytesWritten)
   }
+}
+
+/** What is left of `pieces` once their first `bytes` are written. */
+function piecesAfter(pieces: readonly Uint8Array[], bytes: number): Uint8Array[] {
+  let skipped = bytes
+  let index = 0
+  while (index < pieces.length && skipped >= pieces[index]!.byteLength)
+    skipped -= pieces[index++]!.byteLength
+  if (index === pieces.length) return []
+  return [pieces[index]!.subarray(skipped), ...pieces.slice(index + 1)]
 }
 
 /** A symlink named `name` in `directory`, replacing whatever non-directory is there, atomically. */

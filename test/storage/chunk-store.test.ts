@@ -12,8 +12,17 @@ import {
 } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isClusterError, type ClusterErrorCode } from '../../consensus/cluster-error.ts'
-import { ChunkStore, PUTS_IN_FLIGHT_MAX } from '../../storage/chunk-store.ts'
+import {
+  ClusterError,
+  isClusterError,
+  type ClusterErrorCode,
+} from '../../consensus/cluster-error.ts'
+import {
+  ChunkStore,
+  GET_MANY_CHUNKS_MAX,
+  PUTS_IN_FLIGHT_MAX,
+  getEach,
+} from '../../storage/chunk-store.ts'
 import { AssertionFailure } from '../../consensus/assert.ts'
 import { LOOKUP_BATCH_KEYS_MAX } from '../../storage/chunk-index.ts'
 import { hashChunk, hashedChunk, type HashedChunk } from '../../storage/chunker.ts'
@@ -312,6 +321,63 @@ test('damaged pack bytes are reported for that chunk; the others still read', as
         chunks.filter((chunk) => chunk !== payloadDamaged && chunk !== headerDamaged),
       )
     })
+  })
+})
+
+test('getMany gives each chunk or its error in its place, across packs, as get() does', async () => {
+  await withTempDir(async (directory) => {
+    const chunks = seriesChunks('get-many', 40)
+    const [damaged, missing] = [chunks[17]!, seriesChunk('get-many-missing', 0)]
+    await withStore(directory, (store) => putAll(store, chunks), {
+      packSizeBytesMax: SMALL_PACK_BYTES,
+    })
+    let damagedPacks = 0
+    for (const path of await packFiles(directory)) {
+      const { offset, file } = await findRecord(path, damaged.hash)
+      if (offset < 0) continue
+      const at = offset + RECORD_HEADER_BYTES + 10
+      const handle = await open(path, 'r+')
+      await handle.write(Buffer.from([file[at]! ^ 0xff]), 0, 1, at)
+      await handle.close()
+      damagedPacks++
+    }
+    assert.is(damagedPacks, 1)
+    await withStore(
+      directory,
+      async (store) => {
+        const unflushed = seriesChunks('get-many-unflushed', 3)
+        await putAll(store, unflushed)
+        // In file order (so runs form), with a repeat, a gap, damage and unflushed chunks.
+        const asked = [
+          ...chunks.slice(0, 30),
+          chunks[3]!,
+          missing,
+          ...unflushed,
+          ...chunks.slice(30),
+        ]
+        const hashes = asked.map((chunk) => chunk.hash)
+        const many = await store.getMany(hashes)
+        const each = await getEach(store, hashes)
+        asked.forEach((chunk, index) => {
+          const [got, expected] = [many[index]!, each[index]!]
+          if (chunk === damaged || chunk === missing) {
+            assert.ok(got instanceof ClusterError && expected instanceof ClusterError)
+            assert.is(got.code, chunk === damaged ? 'HASH_MISMATCH' : 'NOT_FOUND')
+            assert.is(got.message, expected.message)
+          } else {
+            assert.ok(Buffer.from(got as Uint8Array).equals(chunk.bytes), `chunk ${index}`)
+          }
+        })
+        // Results are the caller's: a later call leaves them as they were.
+        await store.getMany(hashes.slice(0, GET_MANY_CHUNKS_MAX))
+        assert.ok(Buffer.from(many[0] as Uint8Array).equals(chunks[0]!.bytes))
+        await rejects(
+          store.getMany(Array.from({ length: GET_MANY_CHUNKS_MAX + 1 }, () => chunks[0]!.hash)),
+          'BAD_ARGUMENT',
+        )
+      },
+      { packSizeBytesMax: SMALL_PACK_BYTES },
+    )
   })
 })
 
