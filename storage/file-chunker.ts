@@ -84,7 +84,11 @@ export async function chunkAndHashFile(
       options.signal?.throwIfAborted()
       const buffer = buffers[turn % READ_BUFFERS_PER_FILE]!
       const bytesRead = await pendingRead
-      if (bytesRead > 0) {
+      if (bytesRead > 0 && bytesRead < FILE_READ_BYTES) {
+        // A regular file reads short only at its end: no read is needed to find it (a file
+        // that grows meanwhile is the caller's to notice, as the ingest does by its size).
+        pendingRead = Promise.resolve(0)
+      } else if (bytesRead > 0) {
         // The next buffer held the chunks of two turns ago: they must be done with it.
         while (works.length > 0 && works[0]!.turn <= turn + 1 - READ_BUFFERS_PER_FILE)
           await works.shift()!.settled

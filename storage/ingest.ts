@@ -132,10 +132,14 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
         storeChunkIn(chunkStore),
       ),
     )
-    const after = identityOf(await fileCall(path, () => handle.stat({ bigint: true })))
+    const [afterStats, atPath] = await Promise.all([
+      fileCall(path, () => handle.stat({ bigint: true })),
+      inodeAtPath(absolutePath),
+    ])
+    const after = identityOf(afterStats)
     if (!sameIdentity(identityOf(before), after) || chunked.sizeBytes !== after.sizeBytes)
       return null
-    if (!(await stillAtPath(absolutePath, after))) return null
+    if (atPath !== after.inode) return null // renamed over meanwhile
     return {
       identity: after,
       version: {
@@ -166,12 +170,12 @@ function storeChunkIn(chunkStore: ChunkStoreApi): (chunk: HashedChunk) => Promis
     })
 }
 
-/** The path still names the file that was read (it was not renamed over meanwhile). */
-async function stillAtPath(absolutePath: string, identity: FileIdentity): Promise<boolean> {
+/** The inode the path names now, or null when it names nothing. */
+async function inodeAtPath(absolutePath: string): Promise<string | null> {
   try {
-    return (await lstat(absolutePath, { bigint: true })).ino.toString() === identity.inode
+    return (await lstat(absolutePath, { bigint: true })).ino.toString()
   } catch {
-    return false
+    return null
   }
 }
 

@@ -101,23 +101,35 @@ async function restoreEntries(
     skipped.push({ path: entry.path, code: error.code, message: error.message })
   }
   const writes = new BoundedTasks(RESTORE_FILES_IN_FLIGHT_MAX)
+  /**
+   * Directories this restore has made or checked, by dataset path, with their real paths:
+   * a file's directory is checked once, not once per file (an lstat per file, each one
+   * waited for in turn, was a good part of a tree's restore). Like every check here, it
+   * guards against what the destination held before the restore, not against another
+   * process changing the destination while it runs.
+   */
+  const ensured = new Map<string, string>()
+  const directoryOf = async (path: string): Promise<string> => {
+    let real = ensured.get(path)
+    if (real === undefined) {
+      real = await ensureDirectory(root, path, 'followInside')
+      ensured.set(path, real)
+    }
+    return real
+  }
   try {
     for await (const entry of reader.index.entries(length, requested)) {
       entries++
       try {
         if (entry.kind === 'directory') {
-          await ensureDirectory(root, entry.path, 'followInside')
+          await directoryOf(entry.path)
           directories.push(entry)
         } else if (entry.kind === 'symlink') {
           links.push({ entry, directory: await restoreSymlink(root, entry) })
         } else {
           // Directories are made here, one at a time; only the files' bytes go in parallel.
-          const directory = await ensureDirectory(
-            root,
-            parentPath(entry.path) ?? '',
-            'followInside',
-          )
-          await refuseDirectoryInTheWay(directory, entry)
+          // A directory in the way of a file makes its rename fail (EISDIR): it is never replaced.
+          const directory = await directoryOf(parentPath(entry.path) ?? '')
           await writes.add(async () => {
             try {
               const content = await reader.content(entry)
@@ -131,7 +143,7 @@ async function restoreEntries(
               bytes += written
               files++
             } catch (error) {
-              skip(entry, error)
+              skip(entry, isDirectoryInTheWay(error) ? directoryInTheWay(entry) : error)
             }
           })
         }
@@ -200,8 +212,17 @@ function unsafeLinkMessage(entry: SymlinkEntry): string {
 
 async function refuseDirectoryInTheWay(directory: string, entry: LiveEntry): Promise<void> {
   const existing = await lstatOrNull(join(directory, baseName(entry.path)))
-  if (existing?.isDirectory() === true)
-    throw ClusterError.refused(`${entry.path}: a directory is in the way in the destination`)
+  if (existing?.isDirectory() === true) throw directoryInTheWay(entry)
+}
+
+function directoryInTheWay(entry: LiveEntry): ClusterError {
+  return ClusterError.refused(`${entry.path}: a directory is in the way in the destination`)
+}
+
+/** A rename onto an existing directory failed: the file was not put in its place. */
+function isDirectoryInTheWay(error: unknown): boolean {
+  const code = ((error as { cause?: NodeJS.ErrnoException }).cause ?? {}).code
+  return isClusterError(error, 'IO_ERROR') && (code === 'EISDIR' || code === 'ENOTEMPTY')
 }
 
 /**
@@ -325,7 +346,7 @@ export async function writeFileAtomically(
       if (piecesBytes >= WRITE_BYTES_MAX || pieces.length >= WRITE_PIECES_MAX) await writePieces()
     }
     if (piecesBytes > 0) await writePieces()
-    await writeBehind.settle()
+    await writeBehind.awaitBackground()
     await fileCall(temporary, async () => {
       await handle.chmod(mode)
       await handle.utimes(mtimeMs / 1000, mtimeMs / 1000)
@@ -335,7 +356,7 @@ export async function writeFileAtomically(
     await fileCall(temporary, () => rename(temporary, join(directory, name)))
     return bytes
   } catch (error) {
-    await writeBehind.settle().catch(() => undefined)
+    await writeBehind.awaitBackground().catch(() => undefined)
     await handle.close().catch(() => undefined)
     await rm(temporary, { force: true })
     throw error

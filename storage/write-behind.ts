@@ -40,9 +40,14 @@ export class WriteBehind {
     this.running.catch(() => undefined)
   }
 
-  /** Makes every byte written so far durable: waits for the background syncs, and syncs the rest. */
+  /** Makes every byte written so far durable: syncs what no sync covers yet, and waits for every sync. */
   async settle(): Promise<void> {
     this.begin()
+    await this.awaitBackground()
+  }
+
+  /** Waits for the syncs begun so far (for a caller whose own last sync covers the rest). */
+  async awaitBackground(): Promise<void> {
     const running = this.running
     this.running = null
     await running

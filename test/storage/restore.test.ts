@@ -151,6 +151,42 @@ test('restoring a file over an existing one replaces it whole', () =>
     assert.is(await readFile(join(destination, 'readme.txt'), 'utf8'), 'hello, second version\n')
   }))
 
+test('a directory in the way of a file or a link is left as it is, and the entry is refused', () =>
+  withHistory(async ({ dataset, directory }) => {
+    const destination = join(directory, 'in-the-way')
+    await writeDatasetFile(destination, 'readme.txt/kept.txt', 'mine')
+    await writeDatasetFile(destination, 'link-inside/kept.txt', 'mine too')
+    const result = await dataset.restore({
+      point: { length: dataset.index.indexedLength },
+      destination,
+    })
+    const refused = result.skipped.filter((skip) => skip.code === 'REFUSED')
+    assert.equal(refused.map((skip) => skip.path).sort(), ['link-inside', 'readme.txt'])
+    for (const skip of refused) assert.match(skip.message, 'a directory is in the way')
+    assert.is(await readFile(join(destination, 'readme.txt/kept.txt'), 'utf8'), 'mine')
+    assert.is(await readFile(join(destination, 'link-inside/kept.txt'), 'utf8'), 'mine too')
+    assert.is(
+      result.files,
+      (await snapshotTree(join(directory, 'set'))).filter((entry) => entry.type === 'file').length -
+        1,
+    )
+    const leftovers = (await snapshotTree(destination)).filter((entry) =>
+      entry.path.includes(TEMP_FILE_PREFIX),
+    )
+    assert.equal(leftovers, [], 'no temporary file is left')
+    // Alone, the entry is an error.
+    try {
+      await dataset.restore({
+        point: { length: dataset.index.indexedLength },
+        path: 'readme.txt',
+        destination,
+      })
+      assert.unreachable('a directory in the way of the one file asked for is an error')
+    } catch (error) {
+      assert.ok(isClusterError(error, 'REFUSED'), String(error))
+    }
+  }))
+
 test('symlinks are restored only when they resolve inside the destination, even through other links', () =>
   withHistory(async ({ dataset, directory, root }) => {
     await symlink('.', join(root, 'here')) // inside: the dataset's own top
