@@ -60,20 +60,29 @@ interface ChunkWork {
   readonly settled: Promise<unknown>
 }
 
+/** A file read to its end, and its chunks' storing, which may still be going on. */
+export interface ReadFile {
+  readonly file: ChunkedFile
+  /** Settles once every chunk is stored; rejects as the first failed store did. */
+  readonly stored: Promise<void>
+}
+
 /**
  * Reads a file once and gives both its chunks (to `storeChunk`, in order, several at a
- * time) and its whole-file hash and chunk list.
+ * time) and its whole-file hash and chunk list. It returns as soon as the last read is
+ * done, so that the caller can look at the file again while the last chunks are stored.
  */
 export async function chunkAndHashFile(
   source: FileSource,
   options: ChunkFileOptions,
   storeChunk: StoreChunk,
-): Promise<ChunkedFile> {
+): Promise<ReadFile> {
   const handle = typeof source === 'string' ? await openForReading(source) : source
   const name = typeof source === 'string' ? source : `file descriptor ${handle.fd}`
   const buffers = spareBufferSets.pop() ?? newBufferSet()
   const works: ChunkWork[] = []
   let pendingRead = readAt(handle, buffers[0]!, 0, name)
+  let stored: Promise<void> | null = null
   try {
     const fileHash = createHash('sha256')
     const chunker = new ContentChunker()
@@ -117,17 +126,22 @@ export async function chunkAndHashFile(
       streamOffset += bytesRead
       if (bytesRead === 0) break
     }
-    await Promise.all(works.splice(0).map((work) => work.settled))
-    return {
-      fileHash: fileHash.digest('hex') as FileHash,
-      sizeBytes: streamOffset,
-      chunks,
-    }
+    stored = Promise.all(works.splice(0).map((work) => work.settled)).then(() => undefined)
+    stored.catch(() => undefined) // the caller's to await; until then, not unhandled
+    const file = { fileHash: fileHash.digest('hex') as FileHash, sizeBytes: streamOffset, chunks }
+    return { file, stored }
   } finally {
-    // Nothing may still read into or from the buffers when they go back for the next file.
-    await Promise.allSettled([pendingRead, ...works.map((work) => work.settled)])
-    if (spareBufferSets.length < SPARE_BUFFER_SETS_MAX) spareBufferSets.push(buffers)
     if (typeof source === 'string') await handle.close()
+    // Nothing may still read into or from the buffers when they go back for the next file.
+    // A failed read waits for the chunks in flight; a whole one leaves them to `stored`.
+    const done = Promise.allSettled([pendingRead, stored, ...works.map((work) => work.settled)])
+    const release = (): void => {
+      if (spareBufferSets.length < SPARE_BUFFER_SETS_MAX) spareBufferSets.push(buffers)
+    }
+    if (stored === null) {
+      await done
+      release()
+    } else void done.then(release)
   }
 }
 

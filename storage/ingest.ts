@@ -125,14 +125,16 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
   try {
     const before = await fileCall(path, () => handle.stat({ bigint: true }))
     if (!before.isFile()) throw ClusterError.fileUnstable(`${path} is no longer a regular file`)
-    const chunked = await fileCall(path, () =>
+    const { file: chunked, stored } = await fileCall(path, () =>
       chunkAndHashFile(
         handle,
         options.signal === undefined ? {} : { signal: options.signal },
         storeChunkIn(chunkStore),
       ),
     )
-    const [afterStats, atPath] = await Promise.all([
+    // Looked at again once read, while its last chunks are still being stored.
+    const [, afterStats, atPath] = await Promise.all([
+      stored,
       fileCall(path, () => handle.stat({ bigint: true })),
       inodeAtPath(absolutePath),
     ])

@@ -43,9 +43,10 @@ async function chunkCopies(
   options: { signal?: AbortSignal } = {},
 ): Promise<{ file: ChunkedFile; copies: Map<ChunkHash, Buffer> }> {
   const copies = new Map<ChunkHash, Buffer>()
-  const file = await chunkAndHashFile(source, options, async (chunk) => {
+  const { file, stored } = await chunkAndHashFile(source, options, async (chunk) => {
     copies.set(chunk.hash, Buffer.from(chunk.bytes))
   })
+  await stored
   return { file, copies }
 }
 
@@ -168,7 +169,7 @@ test("a chunk's bytes stay as they were until its store settles, however slow", 
     let inFlight = 0
     let inFlightMax = 0
     let stored = 0
-    const file = await chunkAndHashFile(path, {}, async (chunk) => {
+    const { file, stored: allStored } = await chunkAndHashFile(path, {}, async (chunk) => {
       inFlight++
       inFlightMax = Math.max(inFlightMax, inFlight)
       // Later reads go on meanwhile; the buffer under these bytes must not be read into.
@@ -176,6 +177,7 @@ test("a chunk's bytes stay as they were until its store settles, however slow", 
       assert.is(hashOf(chunk.bytes), chunk.hash)
       inFlight--
     })
+    await allStored
     assert.is(stored, file.chunks.length)
     assert.is(file.fileHash, hashOf(content))
     assert.ok(inFlightMax > 1, 'chunks are stored several at a time')
@@ -190,14 +192,24 @@ test('a failing store stops the read and its error is thrown', async () => {
     const failure = new Error('disk full')
     let calls = 0
     try {
-      await chunkAndHashFile(path, {}, async () => {
+      const { stored } = await chunkAndHashFile(path, {}, async () => {
         if (++calls === 3) throw failure
       })
+      await stored
       assert.unreachable('the store failure must be thrown')
     } catch (error) {
       assert.is(error, failure)
     }
     assert.ok(calls < findChunkEnds(content(path)).length, 'the read stopped early')
+    // The last chunk's store can fail after the read is done: `stored` says so.
+    const small = join(directory, 'small')
+    await writeFile(small, 'one chunk')
+    const { file, stored } = await chunkAndHashFile(small, {}, () => Promise.reject(failure))
+    assert.is(file.sizeBytes, 'one chunk'.length)
+    await stored.then(
+      () => assert.unreachable('the failed store must reject `stored`'),
+      (error: unknown) => assert.is(error, failure),
+    )
   })
 })
 
