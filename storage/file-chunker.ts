@@ -93,12 +93,12 @@ export async function chunkAndHashFile(
       options.signal?.throwIfAborted()
       const buffer = buffers[turn % READ_BUFFERS_PER_FILE]!
       const bytesRead = await pendingRead
-      if (bytesRead > 0 && bytesRead < FILE_READ_BYTES) {
-        // A regular file reads short only at its end: no read is needed to find it (a file
-        // that grows meanwhile is the caller's to notice, as the ingest does by its size).
-        pendingRead = Promise.resolve(0)
-      } else if (bytesRead > 0) {
-        // The next buffer held the chunks of two turns ago: they must be done with it.
+      // A regular file reads short only at its end: no read is needed to find it (a file
+      // that grows meanwhile is the caller's to notice, as the ingest does by its size).
+      const atEnd = bytesRead < FILE_READ_BYTES
+      if (!atEnd) {
+        // The next buffer held the chunks of two turns ago: they must be done with it,
+        // the room at its start included, before it is read or carried into.
         while (works.length > 0 && works[0]!.turn <= turn + 1 - READ_BUFFERS_PER_FILE)
           await works.shift()!.settled
         const next = buffers[(turn + 1) % READ_BUFFERS_PER_FILE]!
@@ -109,9 +109,10 @@ export async function chunkAndHashFile(
       buffer.set(carry, CARRY_BYTES_MAX - carry.length)
       const bufferStreamOffset = streamOffset - CARRY_BYTES_MAX
       let chunkStart = CARRY_BYTES_MAX - carry.length
-      const chunkEnds = bytesRead > 0 ? chunker.push(fresh) : [chunker.finish()]
+      const chunkEnds = chunker.push(fresh)
+      const last = atEnd ? chunker.finish() : null
+      if (last !== null) chunkEnds.push(last)
       for (const end of chunkEnds) {
-        if (end === null) continue
         const bytes = buffer.subarray(chunkStart, end - bufferStreamOffset)
         chunkStart = end - bufferStreamOffset
         const chunk = hashedChunk(bytes)
@@ -124,7 +125,7 @@ export async function chunkAndHashFile(
       carry = buffer.subarray(chunkStart, CARRY_BYTES_MAX + bytesRead)
       assert(carry.length < CARRY_BYTES_MAX, 'an unfinished chunk is shorter than the maximum')
       streamOffset += bytesRead
-      if (bytesRead === 0) break
+      if (atEnd) break
     }
     stored = Promise.all(works.splice(0).map((work) => work.settled)).then(() => undefined)
     stored.catch(() => undefined) // the caller's to await; until then, not unhandled

@@ -163,25 +163,40 @@ test('a file over many read buffers chunks as in memory, with the right file has
 
 test("a chunk's bytes stay as they were until its store settles, however slow", async () => {
   await withTempDir(async (directory) => {
-    const content = seededBytes('slow-store', (2 * READ_BUFFERS_PER_FILE + 1) * FILE_READ_BYTES)
-    const path = join(directory, 'file')
-    await writeFile(path, content)
-    let inFlight = 0
-    let inFlightMax = 0
-    let stored = 0
-    const { file, stored: allStored } = await chunkAndHashFile(path, {}, async (chunk) => {
-      inFlight++
-      inFlightMax = Math.max(inFlightMax, inFlight)
-      // Later reads go on meanwhile; the buffer under these bytes must not be read into.
-      await new Promise((resolve) => setTimeout(resolve, stored++ % 7))
-      assert.is(hashOf(chunk.bytes), chunk.hash)
-      inFlight--
-    })
-    await allStored
-    assert.is(stored, file.chunks.length)
-    assert.is(file.fileHash, hashOf(content))
-    assert.ok(inFlightMax > 1, 'chunks are stored several at a time')
-    assert.ok(inFlightMax <= CHUNKS_IN_FLIGHT_MAX, `${inFlightMax} chunks were in flight`)
+    // Not a whole number of reads, so the last read is short. Random bytes make chunks of
+    // about the average size; a random start and then a pattern of a prime period, chunks
+    // of the maximum size, few per read, that do not line up with the reads.
+    const sizeBytes = (2 * READ_BUFFERS_PER_FILE + 1) * FILE_READ_BYTES + 54321
+    const patterned = Buffer.alloc(sizeBytes)
+    for (let index = 0; index < sizeBytes; index++) patterned[index] = ((index % 251) * 7) % 256
+    seededBytes('slow-store-start', 200_000).copy(patterned)
+    const ends = findChunkEnds(patterned)
+    assert.ok(ends.length < sizeBytes / (CHUNK_SIZE_MAX_BYTES / 2), 'mostly the largest chunks')
+    assert.ok(ends[0]! % CHUNK_SIZE_MAX_BYTES !== 0, 'chunks do not line up with the reads')
+    for (const content of [seededBytes('slow-store', sizeBytes), patterned]) {
+      const path = join(directory, 'file')
+      await writeFile(path, content)
+      let inFlight = 0
+      let inFlightMax = 0
+      let stored = 0
+      const { file, stored: allStored } = await chunkAndHashFile(path, {}, async (chunk) => {
+        inFlight++
+        inFlightMax = Math.max(inFlightMax, inFlight)
+        // Later reads go on meanwhile; the buffer under these bytes must not be read into,
+        // nor written over. Chunks carried over from the buffer before (they begin in the
+        // room at the start of their buffer, which is written into too) are held longest.
+        const carried = chunk.bytes.byteOffset < CHUNK_SIZE_MAX_BYTES
+        await new Promise((resolve) => setTimeout(resolve, carried ? 50 : stored % 7))
+        stored++
+        assert.is(hashOf(chunk.bytes), chunk.hash)
+        inFlight--
+      })
+      await allStored
+      assert.is(stored, file.chunks.length)
+      assert.is(file.fileHash, hashOf(content))
+      assert.ok(inFlightMax > 1, 'chunks are stored several at a time')
+      assert.ok(inFlightMax <= CHUNKS_IN_FLIGHT_MAX, `${inFlightMax} chunks were in flight`)
+    }
   })
 })
 
