@@ -1,8 +1,10 @@
 // Chunk store throughput and space, each beside a reference measured in the same run on
-// the same bytes: writing is put() of every chunk plus flush(), against one writeFile
-// and fsync of the same bytes; reading is a verified get() of every chunk from a
-// reopened store, against one readFile. Disk use is every byte under the store's
-// directory (packs and index) per unique byte stored.
+// the same bytes: writing is put() of every chunk plus flush() (a peer's chunks, each
+// hashed again), and putHashed() plus flush() (an ingest's, hashed once by the chunker),
+// against one writeFile and fsync of the same bytes; reading is a verified get() of every
+// chunk, and getMany() of groups of them (a restore's reads), from a reopened store,
+// against one readFile. Disk use is every byte under the store's directory (packs and
+// index) per unique byte stored.
 //
 //   node --import tsx bench/chunk-store.ts [MiB, default 256]
 import { randomBytes } from 'node:crypto'
@@ -11,8 +13,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ChunkStore } from '../storage/chunk-store.ts'
-import { chunkBytes } from '../storage/chunker.ts'
-import type { Chunk } from '../storage/chunk-types.ts'
+import { chunkBytes, type HashedChunk } from '../storage/chunker.ts'
+import { READ_GROUP_CHUNKS } from '../storage/dataset-reader.ts'
 
 /** Puts or gets awaited together: enough to overlap index look-ups with hashing. */
 const OPERATIONS_IN_FLIGHT_MAX = 32
@@ -24,9 +26,11 @@ export interface ChunkStoreBenchFigures {
   readonly uniqueBytes: number
   readonly chunks: number
   readonly writeMBps: number
+  readonly hashedWriteMBps: number
   readonly referenceWriteMBps: number
   readonly duplicatePutMBps: number
   readonly readMBps: number
+  readonly groupReadMBps: number
   readonly referenceReadMBps: number
   readonly diskBytesPerUniqueByte: number
 }
@@ -59,9 +63,11 @@ export async function runChunkStoreBench(
       uniqueBytes: data.length,
       chunks: chunks.length,
       writeMBps: median((each) => each.writeMBps),
+      hashedWriteMBps: median((each) => each.hashedWriteMBps),
       referenceWriteMBps: median((each) => each.referenceWriteMBps),
       duplicatePutMBps: median((each) => each.duplicatePutMBps),
       readMBps: median((each) => each.readMBps),
+      groupReadMBps: median((each) => each.groupReadMBps),
       referenceReadMBps: median((each) => each.referenceReadMBps),
       diskBytesPerUniqueByte: median((each) => each.diskBytesPerUniqueByte),
     }
@@ -73,7 +79,7 @@ export async function runChunkStoreBench(
 async function measureRound(
   directory: string,
   data: Buffer,
-  chunks: readonly Chunk[],
+  chunks: readonly HashedChunk[],
 ): Promise<ChunkStoreBenchFigures> {
   await mkdir(directory)
   const referencePath = join(directory, 'reference')
@@ -98,8 +104,27 @@ async function measureRound(
       bytesRead += bytes.length
     }),
   )
+  let groupBytesRead = 0
+  const groupReadMs = await timeMs(async () => {
+    for (let first = 0; first < chunks.length; first += READ_GROUP_CHUNKS) {
+      const group = chunks.slice(first, first + READ_GROUP_CHUNKS)
+      for (const bytes of await reopened.getMany(group.map((chunk) => chunk.hash))) {
+        if (!(bytes instanceof Uint8Array)) throw bytes
+        groupBytesRead += bytes.length
+      }
+    }
+  })
   await reopened.close()
   if (bytesRead !== data.length) throw new Error(`read ${bytesRead} of ${data.length} bytes`)
+  if (groupBytesRead !== data.length)
+    throw new Error(`read ${groupBytesRead} of ${data.length} bytes in groups`)
+
+  const hashedStore = await ChunkStore.open(join(directory, 'store-hashed'))
+  const hashedWriteMs = await timeMs(async () => {
+    await inWindows(chunks, (chunk) => hashedStore.putHashed(chunk))
+    await hashedStore.flush()
+  })
+  await hashedStore.close()
 
   const rate = (ms: number): number => data.length / MEGABYTE / (ms / 1000)
   const diskBytes = await directoryBytes(storeDirectory)
@@ -109,9 +134,11 @@ async function measureRound(
     uniqueBytes: data.length,
     chunks: chunks.length,
     writeMBps: rate(writeMs),
+    hashedWriteMBps: rate(hashedWriteMs),
     referenceWriteMBps: rate(referenceWriteMs),
     duplicatePutMBps: rate(duplicatePutMs),
     readMBps: rate(readMs),
+    groupReadMBps: rate(groupReadMs),
     referenceReadMBps: rate(referenceReadMs),
     diskBytesPerUniqueByte: diskBytes / data.length,
   }
@@ -123,7 +150,10 @@ async function timeMs(body: () => Promise<void>): Promise<number> {
   return performance.now() - startedMs
 }
 
-async function inWindows(chunks: readonly Chunk[], each: (chunk: Chunk) => Promise<unknown>) {
+async function inWindows(
+  chunks: readonly HashedChunk[],
+  each: (chunk: HashedChunk) => Promise<unknown>,
+) {
   for (let first = 0; first < chunks.length; first += OPERATIONS_IN_FLIGHT_MAX) {
     await Promise.all(chunks.slice(first, first + OPERATIONS_IN_FLIGHT_MAX).map(each))
   }
@@ -157,7 +187,14 @@ function report(figures: ChunkStoreBenchFigures): string {
   return [
     `chunk store: ${mebibytes} MiB of random data, ${figures.chunks} chunks (mean ${meanKiB.toFixed(0)} KiB), medians of ${figures.rounds} rounds`,
     row('put + flush', figures.writeMBps, 'writeFile + fsync', figures.referenceWriteMBps),
+    row(
+      'putHashed + flush',
+      figures.hashedWriteMBps,
+      'writeFile + fsync',
+      figures.referenceWriteMBps,
+    ),
     row('verified get', figures.readMBps, 'readFile', figures.referenceReadMBps),
+    row('verified getMany', figures.groupReadMBps, 'readFile', figures.referenceReadMBps),
     row(
       'put of stored chunks',
       figures.duplicatePutMBps,
