@@ -6,12 +6,14 @@
 // a batch is complete and synced. Files go through temp file, fsync, rename; a crash's
 // leftover temporary files are removed when their directories are touched again.
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { createReadStream, type Stats } from 'node:fs'
 import { mkdir, open, readFile, readdir, realpath, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
+import type { ChunkStoreApi } from './chunk-types.ts'
 import type { DatasetReader } from './dataset-reader.ts'
+import { PATCH_FILE_BYTES_MIN, applyPatch, planPatch } from './mirror-patch.ts'
 import { SCAN_ENTRIES_MAX } from './dataset-scanner.ts'
 import {
   baseName,
@@ -29,6 +31,10 @@ import { logSeq, parentPath, type DatasetPath } from './version-record.ts'
 
 /** Log records applied per batch (one state-file update each). */
 export const MIRROR_BATCH_RECORDS_MAX = 1000
+/** Files written at once: their syncs overlap, and the file system commits them together. */
+export const MIRROR_FILES_IN_FLIGHT_MAX = 16
+/** Index look-ups at once while a batch finds what each touched path should be. */
+export const MIRROR_LOOKUPS_IN_FLIGHT_MAX = 32
 const MIRROR_STATE_FORMAT_VERSION = 1
 /** How long a following mirror waits before retrying an apply that lacked chunks. */
 export const FOLLOW_RETRY_DELAY_MS = 1000
@@ -44,6 +50,8 @@ export class Mirror {
   readonly directory: string
   private readonly reader: DatasetReader
   private readonly log: VersionLogReader
+  /** Chunk reads for patches in place (mirror-patch.ts); without it, files are rewritten whole. */
+  private readonly chunkStore: Pick<ChunkStoreApi, 'get'> | null
   private readonly batchRecordsMax: number
   private applied: number
   /** No trustworthy state: the next apply compares the whole tree. */
@@ -53,15 +61,19 @@ export class Mirror {
 
   private constructor(
     directory: string,
-    reader: DatasetReader,
-    log: VersionLogReader,
+    sources: {
+      reader: DatasetReader
+      log: VersionLogReader
+      chunkStore: Pick<ChunkStoreApi, 'get'> | null
+    },
     state: MirrorState | null,
     batchRecordsMax: number,
   ) {
     this.directory = directory
     this.batchRecordsMax = batchRecordsMax
-    this.reader = reader
-    this.log = log
+    this.reader = sources.reader
+    this.log = sources.log
+    this.chunkStore = sources.chunkStore
     this.applied = state?.appliedLength ?? 0
     this.needsReconcile = state === null
   }
@@ -72,6 +84,8 @@ export class Mirror {
     directory: string
     /** Records per batch, 1..MIRROR_BATCH_RECORDS_MAX. */
     batchRecordsMax?: number
+    /** Lets a big file with a small change be patched in place rather than rewritten. */
+    chunkStore?: Pick<ChunkStoreApi, 'get'>
   }): Promise<Mirror> {
     const batchRecordsMax = options.batchRecordsMax ?? MIRROR_BATCH_RECORDS_MAX
     if (!(
@@ -85,7 +99,9 @@ export class Mirror {
       return realpath(options.directory)
     })
     const state = await readState(statePath(directory), options.log.keyHex)
-    return new Mirror(directory, options.reader, options.log, state, batchRecordsMax)
+    const { reader, log } = options
+    const sources = { reader, log, chunkStore: options.chunkStore ?? null }
+    return new Mirror(directory, sources, state, batchRecordsMax)
   }
 
   get appliedLength(): number {
@@ -186,7 +202,9 @@ export class Mirror {
       this.temporaryFilesMayRemain = false
     }
     const desired = new Map<DatasetPath, VersionEntry | null>()
-    for (const path of touched) desired.set(path, await index.latest(path, length))
+    await forEachBounded([...touched], MIRROR_LOOKUPS_IN_FLIGHT_MAX, async (path) => {
+      desired.set(path, await index.latest(path, length))
+    })
 
     // Renames first, while their sources are still in place: a move instead of a copy.
     const moved = new Set<DatasetPath>()
@@ -206,10 +224,22 @@ export class Mirror {
       // Whatever the checkout still holds below a removed path comes back.
       for await (const below of index.entries(length, path)) live.set(below.path, below)
     }
+    // Directories and links in path order, one at a time; files go in parallel.
+    const directories = new Map<string, string>()
+    const files: { readonly entry: FileEntry; readonly directory: string }[] = []
     for (const entry of [...live.values()].sort((a, b) => (a.path < b.path ? -1 : 1))) {
       if (moved.has(entry.path)) continue
-      await this.materialise(entry)
+      const file = await this.prepare(entry, directories)
+      if (file !== null) files.push(file)
     }
+    await forEachBounded(files, MIRROR_FILES_IN_FLIGHT_MAX, async ({ entry, directory }) => {
+      const path = join(directory, baseName(entry.path))
+      const existing = await lstatOrNull(path)
+      if (existing?.isDirectory() === true) await rm(path, { recursive: true, force: true })
+      else if (await this.patched(entry, path, existing, batchStart)) return
+      const content = await this.reader.open(entry)
+      await writeFileAtomically(directory, baseName(entry.path), content, entry.mode, entry.mtimeMs)
+    })
     // Directory metadata last, deepest first: writing entries moves a directory's mtime.
     for (const directory of [...new Set([...parents, ...touched])].sort((a, b) =>
       a < b ? 1 : -1,
@@ -228,25 +258,56 @@ export class Mirror {
     }
   }
 
-  private async materialise(entry: LiveEntry): Promise<void> {
-    const root = this.directory
-    if (entry.kind === 'directory') {
-      await ensureDirectory(root, entry.path, 'replace')
-      return
+  /**
+   * Makes a directory or a link, or the directory a file goes in: returns the file with its
+   * real parent directory, for the caller to write. `directories` keeps the directories
+   * made or found in this batch (real paths by dataset path), so each is looked at once.
+   */
+  private async prepare(
+    entry: LiveEntry,
+    directories: Map<string, string>,
+  ): Promise<{ entry: FileEntry; directory: string } | null> {
+    const ensure = async (path: string): Promise<string> => {
+      const known = directories.get(path)
+      if (known !== undefined) return known
+      const directory = await ensureDirectory(this.directory, path, 'replace')
+      directories.set(path, directory)
+      return directory
     }
-    const directory = await ensureDirectory(root, parentPath(entry.path) ?? '', 'replace')
+    if (entry.kind === 'directory') {
+      await ensure(entry.path)
+      return null
+    }
+    const directory = await ensure(parentPath(entry.path) ?? '')
+    if (entry.kind === 'file') return { entry, directory }
     const name = baseName(entry.path)
     if ((await lstatOrNull(join(directory, name)))?.isDirectory() === true)
       await rm(join(directory, name), { recursive: true, force: true })
-    if (entry.kind === 'symlink') await replaceWithSymlink(directory, name, entry.target)
-    else
-      await writeFileAtomically(
-        directory,
-        name,
-        await this.reader.open(entry),
-        entry.mode,
-        entry.mtimeMs,
-      )
+    await replaceWithSymlink(directory, name, entry.target)
+    return null
+  }
+
+  /**
+   * Patches the mirror's copy of a big file in place when it holds the version before this
+   * batch and little of it changed (mirror-patch.ts); false when it must be written whole.
+   */
+  private async patched(
+    entry: FileEntry,
+    path: string,
+    existing: Stats | null,
+    batchStart: number,
+  ): Promise<boolean> {
+    if (this.chunkStore === null || entry.sizeBytes < PATCH_FILE_BYTES_MIN) return false
+    const previous = await this.reader.index.latest(entry.path, batchStart)
+    if (previous?.kind !== 'file') return false
+    const plan = planPatch(
+      existing,
+      { entry: previous, chunks: await this.reader.chunkList(previous) },
+      { entry, chunks: await this.reader.chunkList(entry) },
+    )
+    if (plan === null) return false
+    await applyPatch(path, plan, this.chunkStore)
+    return true
   }
 
   /** Moves the mirror's copy of `from` to `entry.path` if it holds exactly `entry`'s content. */
@@ -357,6 +418,30 @@ async function hashFile(path: string): Promise<string> {
   const hash = createHash('sha256')
   for await (const piece of createReadStream(path)) hash.update(piece as Buffer)
   return hash.digest('hex')
+}
+
+/**
+ * Runs `work` on every item, at most `limit` at once. Every started call is awaited
+ * before the first failure is thrown, so nothing is left running behind the caller.
+ */
+async function forEachBounded<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0
+  const failures: unknown[] = []
+  const worker = async (): Promise<void> => {
+    while (failures.length === 0 && next < items.length) {
+      try {
+        await work(items[next++]!)
+      } catch (error) {
+        failures.push(error)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  if (failures.length > 0) throw failures[0]
 }
 
 /** Makes renames and removals in a directory durable. */
