@@ -4,18 +4,22 @@
 // completed length.
 import type Hypercore from 'hypercore'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from '../../storage/chunk-types.ts'
-import type { Mirror } from '../../storage/mirror.ts'
+import { Mirror } from '../../storage/mirror.ts'
 import type { Dataset } from '../../storage/node-store.ts'
 import type { LogReplication, ReplicationSession } from '../wire/log-replication.ts'
 import { ReplicaSync, type ChunkFetch } from './replica-sync.ts'
 
 /** A replication session that ended is reopened after this pause (the peer may be restarting). */
 const SESSION_RETRY_MS = 1_000
+/** A failed index or mirror update is tried again after this pause. */
+const APPLY_RETRY_MS = 1_000
 
 export interface ReplicaDatasetOptions {
   readonly dataset: Dataset
-  readonly chunkStore: ChunkStoreApi
+  /** The node's chunk store: the mirror patches big files in place from it. */
+  readonly chunkStore: Pick<ChunkStoreApi, 'get'>
   readonly fetcher: ChunkFetch
   readonly logReplication: LogReplication
   /** Peers to fetch chunks from, best first: the master, then the other replicas. */
@@ -41,12 +45,14 @@ export class ReplicaDataset {
   readonly #sync: ReplicaSync
   #mirror: Mirror | null = null
   #running: Promise<unknown> | null = null
+  /** The complete length the index and the mirror are to reach. */
+  #applyTarget = 0
+  #wakeApply: (() => void) | null = null
 
   constructor(options: ReplicaDatasetOptions) {
     this.#options = options
     this.#sync = new ReplicaSync({
       log: options.dataset.log,
-      chunkStore: options.chunkStore,
       fetcher: options.fetcher,
       sources: options.chunkSources,
       onComplete: (length) => this.#completed(length),
@@ -77,14 +83,25 @@ export class ReplicaDataset {
   }
 
   async start(): Promise<void> {
-    const { dataset, mirrorDirectory } = this.#options
-    if (mirrorDirectory !== null) this.#mirror = await dataset.openMirror(mirrorDirectory)
+    const { dataset, mirrorDirectory: directory, chunkStore } = this.#options
+    if (directory !== null)
+      this.#mirror = await Mirror.open({
+        reader: dataset.reader,
+        log: dataset.log,
+        directory,
+        chunkStore,
+      })
     const signal = this.#abort.signal
-    this.#running = Promise.all([this.#sync.run(signal), this.#keepSessions(signal)])
+    this.#running = Promise.all([
+      this.#sync.run(signal),
+      this.#keepSessions(signal),
+      this.#applyCompleted(signal),
+    ])
   }
 
   async stop(): Promise<void> {
     this.#abort.abort()
+    this.#wakeApply?.()
     for (const session of this.#sessions.values()) session.close()
     await this.#running?.catch(() => undefined)
   }
@@ -113,10 +130,37 @@ export class ReplicaDataset {
     }
   }
 
-  async #completed(length: number): Promise<void> {
-    const { dataset } = this.#options
-    await dataset.refresh()
-    if (this.#mirror !== null)
-      await this.#mirror.applyTo(Math.min(length, dataset.index.indexedLength))
+  /** Called in log order by the chunk sync: records up to `length` are complete. */
+  #completed(length: number): void {
+    this.#applyTarget = Math.max(this.#applyTarget, length)
+    this.#wakeApply?.()
+  }
+
+  /**
+   * Indexing and mirroring run beside the chunk sync, not in its way: the sync fetches the
+   * next records while earlier ones are applied. Only the latest target is kept, so a slow
+   * mirror takes the records that completed meanwhile in one go.
+   */
+  async #applyCompleted(signal: AbortSignal): Promise<void> {
+    const { dataset, log } = this.#options
+    let appliedTarget = 0
+    while (!signal.aborted) {
+      if (appliedTarget >= this.#applyTarget) {
+        await new Promise<void>((resolve) => (this.#wakeApply = resolve))
+        this.#wakeApply = null
+        continue
+      }
+      const target = this.#applyTarget
+      try {
+        await dataset.refresh()
+        if (this.#mirror !== null)
+          await this.#mirror.applyTo(Math.min(target, dataset.index.indexedLength))
+        appliedTarget = target
+      } catch (error) {
+        if (signal.aborted || isClusterError(error, 'CLOSED')) return
+        log(`dataset ${this.id}: cannot apply records up to ${target}: ${(error as Error).message}`)
+        await sleep(APPLY_RETRY_MS, undefined, { signal }).catch(() => undefined)
+      }
+    }
   }
 }
