@@ -1,6 +1,7 @@
 // `node --import tsx bench/profile-summary.ts FILE.cpuprofile [TOP]`: where a process spent
 // its CPU time — self time by function and by file (node_modules grouped by package), and
-// total time (self plus callees) by function — as shares of the time it was not idle.
+// total time (self plus callees) by function — as shares of the time it was not idle; and
+// how busy its main thread was, second by second (a thread busy all the time is the limit).
 import { readFileSync } from 'node:fs'
 
 interface ProfileNode {
@@ -32,11 +33,21 @@ for (const [index, id] of profile.samples.entries())
   selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0))
 
 const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+const IDLE = new Set(['(idle)', '(root)'])
+
+const BUCKET_US = 1_000_000
+const busyByBucket: number[] = []
+let elapsedUs = 0
+for (const [index, id] of profile.samples.entries()) {
+  elapsedUs += profile.timeDeltas[index] ?? 0
+  if (IDLE.has(byId.get(id)!.callFrame.functionName)) continue
+  const bucket = Math.floor(elapsedUs / BUCKET_US)
+  busyByBucket[bucket] = (busyByBucket[bucket] ?? 0) + (profile.timeDeltas[index] ?? 0)
+}
 const parentOf = new Map<number, number>()
 for (const node of profile.nodes)
   for (const child of node.children ?? []) parentOf.set(child, node.id)
 
-const IDLE = new Set(['(idle)', '(root)'])
 const fileOf = (url: string): string => {
   const modules = url.lastIndexOf('node_modules/')
   if (modules === -1) return url.replace(/^file:\/\/.*?\/work\/main\//, '') || '(native)'
@@ -84,6 +95,9 @@ const print = (title: string, table: Map<string, number>): void => {
     )
 }
 console.log(`${file}: busy ${(busyUs / 1e6).toFixed(1)} s, idle ${(idleUs / 1e6).toFixed(1)} s`)
+console.log(
+  `main thread busy, % per second: ${Array.from(busyByBucket, (us = 0) => ((us / BUCKET_US) * 100).toFixed(0)).join(' ')}`,
+)
 print('self time by file or package', selfByFile)
 print('self time by function', selfByFunction)
 print('total time by function', totalByFunction)

@@ -5,7 +5,7 @@
 // the reference is `tar | socket | tar -x` followed by `sync`, and without the sync.
 // BENCH_SCALE=0.1 shrinks the tree for a quick look; BENCH_REPLICAS=1 runs only the cluster
 // with that many replicas; BENCH_PROFILE_DIR=DIR writes a CPU profile of every node there;
-// BENCH_TRACE=1 prints every replica's progress twice a second; BENCH_PHASES=edit,burst runs
+// BENCH_TRACE=MS prints every replica's progress every MS milliseconds; BENCH_PHASES=edit,burst runs
 // only those phases after the initial replication (all of edit, burst, latency by default).
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -22,13 +22,15 @@ const MEDIUM_FILES = Math.round(20 * SCALE)
 const LARGE_FILES = 2
 const LARGE_FILE_BYTES = Math.round(256 * 1024 * 1024 * Math.min(1, SCALE * 4))
 const BURST_FILES = 1000
+const EDIT_BYTES = 4096
+/** How long the cluster's background traffic is measured for. */
+const IDLE_WIRE_MS = 2000
 const LATENCY_WRITES = 20
 const WAIT_MS_MAX = 15 * 60_000
 const MiB = 1024 * 1024
 const REPLICA_COUNTS = (process.env['BENCH_REPLICAS'] ?? '1,3').split(',').map(Number)
 const PROFILE_DIRECTORY = process.env['BENCH_PROFILE_DIR']
-const TRACE = process.env['BENCH_TRACE'] === '1'
-const TRACE_EVERY_MS = 500
+const TRACE_EVERY_MS = Number(process.env['BENCH_TRACE'] ?? 0)
 const PHASES = new Set((process.env['BENCH_PHASES'] ?? 'edit,burst,latency').split(','))
 
 const namespace = `cr-bench-${randomBytes(3).toString('hex')}`
@@ -154,6 +156,41 @@ async function rawCopy(
   return JSON.parse(output) as { copyMs: number; copyAndSyncMs: number }
 }
 
+/** Loopback bytes per second while the cluster has nothing to replicate (Raft heartbeats). */
+async function idleWireBytesPerSecond(): Promise<number> {
+  const before = loopbackBytes()
+  await sleep(IDLE_WIRE_MS)
+  return ((loopbackBytes() - before) * 1000) / IDLE_WIRE_MS
+}
+
+/** Chunk bytes every replica has fetched since it started. */
+async function bytesFetched(status: () => Promise<StatusReport>): Promise<number> {
+  const report = await status()
+  return report.replication.reduce((sum, lag) => sum + (lag.bytesFetched ?? 0), 0)
+}
+
+async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
+  const file = await open(path, 'r')
+  try {
+    const piece = Buffer.alloc(length)
+    const { bytesRead } = await file.read(piece, 0, length, offset)
+    return piece.subarray(0, bytesRead)
+  } finally {
+    await file.close()
+  }
+}
+
+/** Linux's USER_HZ: /proc reports CPU time in these ticks. */
+const CLOCK_TICKS_PER_SECOND = 100
+
+/** CPU time (user + system) a process has used, from /proc. */
+async function cpuMsOf(pid: number | null): Promise<number> {
+  if (pid === null) return 0
+  const afterName = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')
+  // utime and stime are the 14th and 15th fields; the 3rd is the first after the name.
+  return ((Number(afterName[11]) + Number(afterName[12])) * 1000) / CLOCK_TICKS_PER_SECOND
+}
+
 const mibPerSecond = (bytes: number, ms: number): number => bytes / MiB / (ms / 1000)
 const percentile = (values: number[], share: number): number => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -198,7 +235,21 @@ async function runCluster(
     )
     const status = async (): Promise<StatusReport> =>
       (await primary.control('status')) as StatusReport
-    if (TRACE) void traceProgress(status, tracing.signal)
+    if (TRACE_EVERY_MS > 0) void traceProgress(status, tracing.signal)
+    // CPU time per node during a phase: steadier than wall time on a shared machine.
+    let cpuBefore: number[] = []
+    const cpuSnapshot = (): Promise<number[]> =>
+      Promise.all(nodes.map((running) => cpuMsOf(running.pid)))
+    const cpuUsed = async (): Promise<string> => {
+      const now = await cpuSnapshot()
+      const used = nodes.map(
+        (running, index) =>
+          `${running.name} ${((now[index]! - cpuBefore[index]!) / 1000).toFixed(1)} s`,
+      )
+      cpuBefore = now
+      return `CPU ${used.join(', ')}`
+    }
+    cpuBefore = await cpuSnapshot()
     const startedMs = performance.now()
     await primary.control('datasetAdd', {
       id: 'tree',
@@ -221,7 +272,7 @@ async function runCluster(
     console.log(
       `initial replication to ${replicaCount} replica(s): ${initial.toFixed(1)} MiB/s (${(initialMs / 1000).toFixed(1)} s) | ` +
         `raw tar over TCP + sync ${rawSynced.toFixed(1)} MiB/s, ratio ${(initial / rawSynced).toFixed(2)} | ` +
-        `without sync ${rawPlain.toFixed(1)} MiB/s, ratio ${(initial / rawPlain).toFixed(2)} (goal ≥ 0.5)`,
+        `without sync ${rawPlain.toFixed(1)} MiB/s, ratio ${(initial / rawPlain).toFixed(2)} (goal ≥ 0.5) | ${await cpuUsed()}`,
     )
 
     const allMirrored = async (): Promise<boolean> => {
@@ -232,33 +283,41 @@ async function runCluster(
     }
     await waitFor('every mirror to be up to date', allMirrored)
 
-    // A 4 KiB overwrite in the middle of a 256 MiB file.
+    // A 4 KiB overwrite in the middle of a 256 MiB file. Its arrival is watched in the
+    // mirrors' files, not through `status`, which asks every node over the network.
     if (PHASES.has('edit')) {
-      const large = join(tree, 'large', 'large-0.dat')
-      const lengthBefore = (await status()).replication[0]!.masterLength!
+      const large = join('large', 'large-0.dat')
+      const offset = Math.floor(LARGE_FILE_BYTES / 2)
+      const edit = randomBytes(EDIT_BYTES)
+      const fetchedBefore = await bytesFetched(status)
+      const backgroundBytesPerSecond = await idleWireBytesPerSecond()
       const wireBefore = loopbackBytes()
+      cpuBefore = await cpuSnapshot()
       const editStartedMs = performance.now()
-      const file = await open(large, 'r+')
-      await file.write(randomBytes(4096), 0, 4096, Math.floor(LARGE_FILE_BYTES / 2))
+      const file = await open(join(tree, large), 'r+')
+      await file.write(edit, 0, EDIT_BYTES, offset)
       await file.close()
       await waitFor(
-        'the edit on every mirror',
+        'the edit in every mirror',
         async () => {
-          const report = await status()
-          return report.replication.every(
-            (lag) =>
-              (lag.masterLength ?? 0) > lengthBefore && lag.mirroredLength === lag.masterLength,
+          const pieces = await Promise.all(
+            mirrors.map((mirror) => readRange(join(mirror, large), offset, EDIT_BYTES)),
           )
+          return pieces.every((piece) => piece.equals(edit))
         },
-        5,
+        2,
       )
       const editMs = performance.now() - editStartedMs
       const wireBytes = loopbackBytes() - wireBefore
+      const cpu = await cpuUsed()
+      const chunkBytes = (await bytesFetched(status)) - fetchedBefore
       const rawEdit = mibPerSecond(LARGE_FILE_BYTES, raw.copyAndSyncMs) // what re-sending the file would cost at the raw rate
       console.log(
         `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ${editMs.toFixed(0)} ms, ` +
-          `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace, Raft heartbeats included; goal < 0.5 s and < 200 KiB) | ` +
-          `re-sending the whole file at the raw rate: ${((LARGE_FILE_BYTES / MiB / rawEdit) * 1000).toFixed(0)} ms and ${LARGE_FILE_BYTES / 1024} KiB`,
+          `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace; ` +
+          `of it chunks ${(chunkBytes / 1024).toFixed(0)} KiB, and about ${((backgroundBytesPerSecond * editMs) / 1000 / 1024).toFixed(0)} KiB ` +
+          `the cluster sends when idle, Raft heartbeats; goal < 0.5 s and < 200 KiB) | ` +
+          `re-sending the whole file at the raw rate: ${((LARGE_FILE_BYTES / MiB / rawEdit) * 1000).toFixed(0)} ms and ${LARGE_FILE_BYTES / 1024} KiB | ${cpu}`,
       )
     }
 
@@ -266,6 +325,7 @@ async function runCluster(
     if (PHASES.has('burst')) {
       const burst = join(tree, 'burst')
       await mkdir(burst)
+      cpuBefore = await cpuSnapshot()
       const burstStartedMs = performance.now()
       await Promise.all(
         Array.from({ length: BURST_FILES }, (_, index) =>
@@ -288,7 +348,7 @@ async function runCluster(
       )
       const burstMs = performance.now() - burstStartedMs
       console.log(
-        `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s)`,
+        `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s) | ${await cpuUsed()}`,
       )
     }
 
