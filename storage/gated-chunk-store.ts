@@ -1,5 +1,5 @@
 // The node's chunk store as its datasets and replication see it: the same store, except
-// that has() and put() wait while prune decides which chunks are live and drops the
+// that has() and the puts (put() and putHashed()) wait while prune decides which chunks are live and drops the
 // others. Without the wait, a put that finds its chunk already stored (and so writes
 // nothing), or a has() that answers yes, could be followed by a prune that had not
 // counted the chunk as live, and the record they were for would name a chunk that is
