@@ -74,21 +74,29 @@ class Round {
   readonly start: number
   readonly end: number
   readonly wanted: readonly WantedChunk[]
-  bytesPending: number
+  bytesPending = 0
   /** Few enough bytes are left that the next round may start beside this one. */
   inTail = false
   readonly tailReached: Promise<void>
   /** Resolves with the problem that keeps the round incomplete, or null; never rejects. */
-  fetching: Promise<string | null> = Promise.resolve(null)
+  fetching: Promise<string | null>
+  readonly #fetch: (round: Round) => Promise<string | null>
   #reachTail: () => void = () => undefined
 
-  constructor(plan: RoundPlan) {
+  /** Starts fetching at once. */
+  constructor(plan: RoundPlan, fetch: (round: Round) => Promise<string | null>) {
     this.start = plan.start
     this.end = plan.end
     this.wanted = plan.wanted
     this.tailReached = new Promise((resolve) => (this.#reachTail = resolve))
-    this.bytesPending = 0
     this.setPending(plan.bytes)
+    this.#fetch = fetch
+    this.fetching = fetch(this)
+  }
+
+  /** Fetches again what an attempt that failed left. */
+  retry(): void {
+    this.fetching = this.#fetch(this)
   }
 
   setPending(bytes: number): void {
@@ -146,7 +154,7 @@ export class ReplicaSync {
           this.#options.onWarning(`${problem}; retrying in ${retryDelayMs} ms`)
           await sleep(retryDelayMs, undefined, { signal })
           retryDelayMs = Math.min(RETRY_DELAY_MS_MAX, retryDelayMs * 2)
-          first.fetching = this.#fetch(first, signal)
+          first.retry()
           continue
         }
         retryDelayMs = RETRY_DELAY_MS_MIN
@@ -177,11 +185,8 @@ export class ReplicaSync {
       if (last?.inTail === false) return
       const start = last?.end ?? this.#completeLength
       if (start >= log.length) return
-      const round = new Round(
-        await this.#plan(start, Math.min(log.length, start + SYNC_RECORDS_PER_ROUND_MAX)),
-      )
-      round.fetching = this.#fetch(round, signal)
-      this.#rounds.push(round)
+      const plan = await this.#plan(start, Math.min(log.length, start + SYNC_RECORDS_PER_ROUND_MAX))
+      this.#rounds.push(new Round(plan, (round) => this.#fetch(round, signal)))
     }
   }
 
