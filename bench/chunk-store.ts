@@ -6,7 +6,7 @@
 // against one readFile. Disk use is every byte under the store's directory (packs and
 // index) per unique byte stored.
 //
-//   node --import tsx bench/chunk-store.ts [MiB, default 256]
+//   node --import tsx bench/chunk-store.ts [MiB, default 256 | --json]
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
@@ -228,6 +228,9 @@ function report(figures: ChunkStoreBenchFigures): string {
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const mebibytes = Number(process.argv[2] ?? 256)
-  console.log(report(await runChunkStoreBench({ totalBytes: mebibytes * 1024 * 1024 })))
+  // `--json` prints the figures as one JSON line, for bench:storage.
+  const json = process.argv[2] === '--json'
+  const mebibytes = json ? 256 : Number(process.argv[2] ?? 256)
+  const figures = await runChunkStoreBench({ totalBytes: mebibytes * 1024 * 1024 })
+  console.log(json ? JSON.stringify(figures) : report(figures))
 }
