@@ -1,7 +1,8 @@
 // `node --import tsx bench/mirror.ts`: how fast a live mirror applies what a dataset
 // recorded, with no network in the way, beside `cp -r` + `sync` of the same files in the
-// same run: a tree of 1,000 new 4 KiB files (a burst), a 4 KiB overwrite in the middle of
-// a 256 MiB file (BENCH_SCALE=0.1: 100 MiB), and that file's first copy. Everything the
+// same run: 1,000 new 4 KiB files in one directory (a burst), a tree of 5,000 files of
+// 1-64 KiB in 500 directories (BENCH_SCALE=0.1: 500), a new 256 MiB file (0.1: 100 MiB) and
+// a 4 KiB overwrite in its middle. Everything the
 // mirror writes is synced before it reports the batch applied, as `sync` makes `cp` durable.
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -15,6 +16,7 @@ const SCALE = Number(process.env['BENCH_SCALE'] ?? 1)
 const MiB = 1024 * 1024
 const BURST_FILES = 1000
 const BURST_FILE_BYTES = 4096
+const TREE_FILES = Math.round(5000 * SCALE)
 const LARGE_FILE_BYTES = Math.round(256 * MiB * Math.min(1, SCALE * 4))
 const EDIT_BYTES = 4096
 
@@ -62,6 +64,29 @@ async function main(): Promise<void> {
       `mirror applies ${BURST_FILES} new ${BURST_FILE_BYTES / 1024} KiB files`,
       burstMs,
       await copyAndSyncMs(join(tree, 'burst'), join(root, 'copy')),
+    )
+
+    for (let index = 0; index < TREE_FILES; index++) {
+      const directory = join(
+        tree,
+        'tree',
+        `level-${index % 10}`,
+        `sub-${Math.floor(index / 10) % 10}`,
+        `leaf-${Math.floor(index / 100) % 5}`,
+      )
+      await mkdir(directory, { recursive: true })
+      await writeFile(
+        join(directory, `small-${index}.dat`),
+        randomBytes(1024 + Math.floor(Math.random() * 63 * 1024)),
+      )
+    }
+    await dataset.scan(tree)
+    execFileSync('sync')
+    const treeMs = await timedMs(() => mirror.applyTo())
+    report(
+      `mirror applies a tree of ${TREE_FILES} new files of 1-64 KiB`,
+      treeMs,
+      await copyAndSyncMs(join(tree, 'tree'), join(root, 'copy')),
     )
 
     const large = join(tree, 'large.dat')

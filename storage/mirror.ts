@@ -25,7 +25,7 @@ import {
   setMetadata,
   writeFileAtomically,
 } from './restore.ts'
-import type { FileEntry, LiveEntry, VersionEntry } from './version-index.ts'
+import type { DirectoryEntry, FileEntry, LiveEntry, VersionEntry } from './version-index.ts'
 import type { VersionLogReader } from './version-log.ts'
 import { logSeq, parentPath, type DatasetPath } from './version-record.ts'
 
@@ -240,22 +240,43 @@ export class Mirror {
       const content = await this.reader.open(entry)
       await writeFileAtomically(directory, baseName(entry.path), content, entry.mode, entry.mtimeMs)
     })
-    // Directory metadata last, deepest first: writing entries moves a directory's mtime.
-    for (const directory of [...new Set([...parents, ...touched])].sort((a, b) =>
-      a < b ? 1 : -1,
-    )) {
-      if (directory === '') continue
-      const entry =
-        desired.get(directory as DatasetPath) ??
-        (await index.latest(directory as DatasetPath, length))
-      const existing = await this.existingDirectory(directory)
-      if (entry?.kind === 'directory' && existing !== null)
-        await setMetadata(existing, entry.mode, entry.mtimeMs)
-    }
-    for (const parent of parents) {
+    await this.setDirectoryMetadata(parents, desired, length)
+    await forEachBounded([...parents], MIRROR_FILES_IN_FLIGHT_MAX, async (parent) => {
       const directory = await this.existingDirectory(parent)
       if (directory !== null) await syncDirectory(directory)
-    }
+    })
+  }
+
+  /**
+   * Gives the batch's directories and the parents of its paths their mode and mtime: last,
+   * since writing entries moves a directory's mtime, and deepest first, since a parent's
+   * mode may forbid reaching its children.
+   */
+  private async setDirectoryMetadata(
+    parents: ReadonlySet<string>,
+    desired: ReadonlyMap<DatasetPath, VersionEntry | null>,
+    length: number,
+  ): Promise<void> {
+    const directories: DirectoryEntry[] = []
+    for (const entry of desired.values()) if (entry?.kind === 'directory') directories.push(entry)
+    const others = [...parents].filter(
+      (parent) => parent !== '' && !desired.has(parent as DatasetPath),
+    )
+    await forEachBounded(others, MIRROR_LOOKUPS_IN_FLIGHT_MAX, async (parent) => {
+      const entry = await this.reader.index.latest(parent as DatasetPath, length)
+      if (entry?.kind === 'directory') directories.push(entry)
+    })
+    const depthOf = (entry: DirectoryEntry): number => entry.path.split('/').length
+    const depths = [...new Set(directories.map(depthOf))].sort((a, b) => b - a)
+    for (const depth of depths)
+      await forEachBounded(
+        directories.filter((entry) => depthOf(entry) === depth),
+        MIRROR_FILES_IN_FLIGHT_MAX,
+        async (entry) => {
+          const existing = await this.existingDirectory(entry.path)
+          if (existing !== null) await setMetadata(existing, entry.mode, entry.mtimeMs)
+        },
+      )
   }
 
   /**
