@@ -10,6 +10,11 @@ import { ChangeWatcher, type ChangeWatcherOptions } from './change-watcher.ts'
 
 /** Past this many changed paths waiting, the next scan is a full one (the scanner's own bound is higher). */
 export const PENDING_SCOPES_MAX = 2048
+/**
+ * Records per append in a scan of what the watcher reported: the replicas start on a burst
+ * after this many files rather than the scanner's default, and its last files wait less.
+ */
+export const SCOPED_SCAN_BATCH_RECORDS_MAX = 64
 /** A scan that failed (the directory is gone, the disk is full) is tried again after this. */
 const SCAN_RETRY_MS = 5_000
 /** The first scan of a large dataset reports progress this often. */
@@ -121,7 +126,7 @@ export class MasterDataset {
     let recorded = 0
     try {
       const result = await dataset.scan(directory, {
-        ...(full ? {} : { scopes: [...scopes] }),
+        ...(full ? {} : { scopes: [...scopes], batchRecordsMax: SCOPED_SCAN_BATCH_RECORDS_MAX }),
         onRecorded: (changes) => {
           recorded += changes.length
           if (full && Date.now() - lastReportMs >= PROGRESS_EVERY_MS) {
