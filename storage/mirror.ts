@@ -3,8 +3,9 @@
 // operations; it makes every path the batch's records touched equal to its state at the
 // batch's end, so applying a batch twice (after a crash) gives the same result. The
 // applied length is kept in a small state file beside the mirror and advanced only after
-// a batch is complete and synced. Files go through temp file, fsync, rename; a crash's
-// leftover temporary files are removed when their directories are touched again.
+// a batch is complete and synced. Files go through temp file, fsync, rename, many at once;
+// a crash's leftover temporary files are removed when their directories are touched again.
+// A big file with a small change is patched in place instead (mirror-patch.ts).
 import { createHash } from 'node:crypto'
 import { createReadStream, type Stats } from 'node:fs'
 import { mkdir, open, readFile, readdir, realpath, rename, rm } from 'node:fs/promises'
