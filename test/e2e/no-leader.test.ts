@@ -34,14 +34,12 @@ test('with no Raft leader, topology changes are refused and replication carries 
   await mkdir(source)
   await writeFile(join(source, 'before.txt'), 'before the outage\n')
   // Asked on beta: the command is forwarded to the Primary.
-  await cluster
-    .node('beta')
-    .control('datasetAdd', {
-      id: 'docs',
-      master: 'alpha',
-      path: source,
-      replicas: [{ name: 'beta', mirror }],
-    })
+  await cluster.node('beta').control('datasetAdd', {
+    id: 'docs',
+    master: 'alpha',
+    path: source,
+    replicas: [{ name: 'beta', mirror }],
+  })
   await waitForSameTree(source, mirror)
   await waitFor('four voters', async () => {
     const status = (await cluster.primary.control('status')) as StatusReport
