@@ -101,35 +101,23 @@ async function restoreEntries(
     skipped.push({ path: entry.path, code: error.code, message: error.message })
   }
   const writes = new BoundedTasks(RESTORE_FILES_IN_FLIGHT_MAX)
-  /**
-   * Directories this restore has made or checked, by dataset path, with their real paths:
-   * a file's directory is checked once, not once per file (an lstat per file, each one
-   * waited for in turn, was a good part of a tree's restore). Like every check here, it
-   * guards against what the destination held before the restore, not against another
-   * process changing the destination while it runs.
-   */
-  const ensured = new Map<string, string>()
-  const directoryOf = async (path: string): Promise<string> => {
-    let real = ensured.get(path)
-    if (real === undefined) {
-      real = await ensureDirectory(root, path, 'followInside')
-      ensured.set(path, real)
-    }
-    return real
-  }
   try {
     for await (const entry of reader.index.entries(length, requested)) {
       entries++
       try {
         if (entry.kind === 'directory') {
-          await directoryOf(entry.path)
+          await ensureDirectory(root, entry.path, 'followInside')
           directories.push(entry)
         } else if (entry.kind === 'symlink') {
           links.push({ entry, directory: await restoreSymlink(root, entry) })
         } else {
           // Directories are made here, one at a time; only the files' bytes go in parallel.
-          // A directory in the way of a file makes its rename fail (EISDIR): it is never replaced.
-          const directory = await directoryOf(parentPath(entry.path) ?? '')
+          const directory = await ensureDirectory(
+            root,
+            parentPath(entry.path) ?? '',
+            'followInside',
+          )
+          await refuseDirectoryInTheWay(directory, entry)
           await writes.add(async () => {
             try {
               const content = await reader.content(entry)
@@ -143,7 +131,7 @@ async function restoreEntries(
               bytes += written
               files++
             } catch (error) {
-              skip(entry, isDirectoryInTheWay(error) ? directoryInTheWay(entry) : error)
+              skip(entry, error)
             }
           })
         }
@@ -217,12 +205,6 @@ async function refuseDirectoryInTheWay(directory: string, entry: LiveEntry): Pro
 
 function directoryInTheWay(entry: LiveEntry): ClusterError {
   return ClusterError.refused(`${entry.path}: a directory is in the way in the destination`)
-}
-
-/** A rename onto an existing directory failed: the file was not put in its place. */
-function isDirectoryInTheWay(error: unknown): boolean {
-  const code = ((error as { cause?: NodeJS.ErrnoException }).cause ?? {}).code
-  return isClusterError(error, 'IO_ERROR') && (code === 'EISDIR' || code === 'ENOTEMPTY')
 }
 
 /**
