@@ -1,31 +1,27 @@
 // Bringing a big mirrored file to its next version by writing only the chunks that changed.
-// A whole rewrite of a 256 MiB file for a 4 KiB edit costs 256 MiB of writes and their sync
-// (about a second here), though the version log says exactly which chunks differ: content-
-// defined chunks keep their boundaries around an edit, so the two chunk lists agree at the
-// same offsets everywhere else.
+// A whole rewrite of a 256 MiB file for a 4 KiB edit costs 256 MiB of chunk reads, hashing
+// and writes (about a second here), though the version log says exactly which chunks
+// differ: content-defined chunks keep their boundaries around an edit, so the two chunk
+// lists agree at the same offsets everywhere else.
 //
-// A patch changes the file in place, as the master's own writer did, so a reader may see a
-// part of the change while it is written, and a crash leaves a torn file until the batch is
-// applied again (a whole rewrite goes through a temporary file and a rename). What keeps
-// that safe: the file's mtime is first set to PATCHING_MTIME_MS and synced; the writes of
-// the changed chunks then move it to the time of writing; the new mode and mtime come last,
-// then a sync. Wherever a crash cuts this short, the file no longer shows the previous
-// version's size and mtime unless it is still untouched, and only such a file is patched;
-// any other gets a whole rewrite when the batch is applied again (the mirror's applied
-// length moves only after the batch is synced).
-import type { Stats } from 'node:fs'
-import { open } from 'node:fs/promises'
+// A patch never changes the visible file: it copies it to a temporary file beside it (a
+// reflink where the file system has them, else a copy inside the kernel), writes the changed
+// chunks into the copy, syncs it and renames it over the file — like a whole rewrite, so a
+// reader sees the old version or the new one, and a crash leaves at most a temporary file
+// that the mirror removes when it opens.
+import { constants, type Stats } from 'node:fs'
+import { copyFile, open, rename, rm } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { ClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkHash, ChunkStoreApi } from './chunk-types.ts'
 import type { FileEntry } from './version-index.ts'
 import type { ChunkReference } from './version-record.ts'
+import { temporaryName } from './restore.ts'
 
 /** Smaller files are rewritten whole: that is cheap, and readers never see half of it. */
 export const PATCH_FILE_BYTES_MIN = 1024 * 1024
 /** Past this share of the file's bytes changed, a whole rewrite is as cheap and atomic. */
 export const PATCH_CHANGED_SHARE_MAX = 0.25
-/** The mtime of a file whose patch has begun: it matches no version a patch starts from. */
-export const PATCHING_MTIME_MS = 0
 /** Two mtimes closer than this are the same: set through floating-point seconds, they come back up to about 1 µs off. */
 const MTIME_TOLERANCE_MS = 0.01
 
@@ -64,8 +60,7 @@ export interface PatchPlan {
 /**
  * The patch that takes a mirrored file holding `previous` (by its stats) to `next`, or
  * null when a whole rewrite is due: a small file, a file that is not the previous version
- * (or whose patch a crash interrupted), an unchanged mtime (a crash could not be told
- * apart), or too much changed.
+ * (by size and mtime, as rsync trusts them), an unchanged mtime, or too much changed.
  */
 export function planPatch(
   stats: Stats | null,
@@ -76,45 +71,53 @@ export function planPatch(
   const after = next.entry
   if (after.sizeBytes < PATCH_FILE_BYTES_MIN || stats?.isFile() !== true) return null
   if (stats.size !== before.sizeBytes || !sameMtime(stats.mtimeMs, before.mtimeMs)) return null
-  if (sameMtime(after.mtimeMs, before.mtimeMs) || sameMtime(before.mtimeMs, PATCHING_MTIME_MS))
-    return null
+  // An edit that kept the mtime: the mirror's copy could be either version (trust stops here).
+  if (sameMtime(after.mtimeMs, before.mtimeMs)) return null
   const changed = changedChunks(previous.chunks, next.chunks)
   const changedBytes = changed.reduce((sum, { chunk }) => sum + chunk.lengthBytes, 0)
   if (changedBytes > after.sizeBytes * PATCH_CHANGED_SHARE_MAX) return null
   return { previous: before, next: after, changed }
 }
 
-/** Applies a patch to the file at `path`; each chunk is read, and verified, by the chunk store. */
+/** Applies a patch to the file at `path` through a patched copy and a rename; each chunk is read, and verified, by the chunk store. */
 export async function applyPatch(
   path: string,
   plan: PatchPlan,
   chunkStore: Pick<ChunkStoreApi, 'get'>,
 ): Promise<void> {
   const { next } = plan
-  const handle = await open(path, 'r+')
+  const temporary = join(dirname(path), temporaryName())
   try {
-    await handle.utimes(PATCHING_MTIME_MS / 1000, PATCHING_MTIME_MS / 1000)
-    await handle.sync()
-    for (const { offset, chunk } of plan.changed) {
-      const bytes = await chunkStore.get(chunk.hash)
-      if (bytes.byteLength !== chunk.lengthBytes)
-        throw ClusterError.hashMismatch(`chunk ${chunk.hash} of ${next.path} has the wrong length`)
-      for (let written = 0; written < bytes.byteLength;) {
-        const { bytesWritten } = await handle.write(
-          bytes,
-          written,
-          bytes.byteLength - written,
-          offset + written,
-        )
-        written += bytesWritten
+    await copyFile(path, temporary, constants.COPYFILE_FICLONE)
+    const handle = await open(temporary, 'r+')
+    try {
+      for (const { offset, chunk } of plan.changed) {
+        const bytes = await chunkStore.get(chunk.hash)
+        if (bytes.byteLength !== chunk.lengthBytes)
+          throw ClusterError.hashMismatch(
+            `chunk ${chunk.hash} of ${next.path} has the wrong length`,
+          )
+        for (let written = 0; written < bytes.byteLength;) {
+          const { bytesWritten } = await handle.write(
+            bytes,
+            written,
+            bytes.byteLength - written,
+            offset + written,
+          )
+          written += bytesWritten
+        }
       }
+      await handle.truncate(next.sizeBytes)
+      await handle.chmod(next.mode)
+      await handle.utimes(next.mtimeMs / 1000, next.mtimeMs / 1000)
+      await handle.sync()
+    } finally {
+      await handle.close()
     }
-    await handle.truncate(next.sizeBytes)
-    await handle.chmod(next.mode)
-    await handle.utimes(next.mtimeMs / 1000, next.mtimeMs / 1000)
-    await handle.sync()
-  } finally {
-    await handle.close()
+    await rename(temporary, path)
+  } catch (error) {
+    await rm(temporary, { force: true })
+    throw error
   }
 }
 

@@ -449,7 +449,7 @@ export function isTemporaryName(name: string): boolean {
   return TEMP_FILE_PATTERN.test(name)
 }
 
-function temporaryName(): string {
+export function temporaryName(): string {
   return `${TEMP_FILE_PREFIX}${randomBytes(8).toString('hex')}`
 }
 
