@@ -4,23 +4,18 @@ import { mkdir, open, readFile, rename, chmod } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { ClusterError } from '../../consensus/cluster-error.ts'
+import { nameSchema } from '../topology/fields.ts'
 
 export const CONTROL_SOCKET_NAME = 'control.sock'
 export const SETTINGS_FILE_NAME = 'node.json'
 export const RAFT_DIRECTORY_NAME = 'raft'
 export const STORE_DIRECTORY_NAME = 'store'
 
-/** Names appear in commands and tables: short, and safe in any shell. */
-export const NODE_NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/
-
 export const nodeSettingsSchema = z.object({
   version: z.literal(1),
-  name: z
-    .string()
-    .regex(NODE_NAME_PATTERN, 'a name is 1–63 letters, digits, dots, dashes or underscores'),
-  site: z
-    .string()
-    .regex(NODE_NAME_PATTERN, 'a site is 1–63 letters, digits, dots, dashes or underscores'),
+  // The topology's own rule: the name and site go into its commands as they are.
+  name: nameSchema,
+  site: nameSchema,
   listen: z.array(z.string().max(256)).max(16),
   bootstrap: z.array(z.string().max(512)).max(64),
 })
