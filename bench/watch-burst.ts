@@ -2,15 +2,17 @@
 // 1,000 new 4 KiB files in one new directory, in a child process that only watches (the
 // files are written by this one, as an application would): Node's recursive fs.watch
 // (on Linux, Node 20 emulates it in JavaScript: every event in a directory lists the whole
-// directory again) beside one plain fs.watch per directory (one inotify watch each). It
-// prints, for each, the CPU time of the watching process and when its last event came.
+// directory again) beside the change watcher's own DirectoryTreeWatch (one inotify watch per
+// directory). It prints, for each, the CPU time of the watching process and when its last
+// event came.
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdirSync, watch, type FSWatcher } from 'node:fs'
+import { watch } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { DirectoryTreeWatch } from '../node/replication/directory-tree-watch.ts'
 
 const BURST_FILES = 1000
 const FILE_BYTES = 4096
@@ -24,27 +26,35 @@ async function watchChild(mode: Mode, root: string): Promise<void> {
   const startedMs = performance.now()
   let lastEventMs = startedMs
   const seen = new Set<string>()
-  const watchers: FSWatcher[] = []
-  const onEvent = (directory: string) => (_event: string, name: string | null) => {
-    if (name === null) return
-    seen.add(join(directory, name))
+  const onPath = (path: string): void => {
+    seen.add(path)
     lastEventMs = performance.now()
-    // A new directory gets its own watch, then a listing for what came before the watch
-    // (what a watcher of its own directories must do).
-    if (mode === 'per-directory' && directory === '' && name === 'burst') {
-      watchers.push(watch(join(root, name), onEvent(name)))
-      for (const inside of readdirSync(join(root, name))) seen.add(join(name, inside))
-    }
   }
-  if (mode === 'recursive') watchers.push(watch(root, { recursive: true }, onEvent('')))
-  else watchers.push(watch(root, onEvent('')))
+  let close: () => void
+  if (mode === 'recursive') {
+    const watcher = watch(
+      root,
+      { recursive: true },
+      (_event, name) => name !== null && onPath(name),
+    )
+    close = () => watcher.close()
+  } else {
+    const tree = new DirectoryTreeWatch(root, {
+      onPath,
+      onError: (error) => {
+        throw error
+      },
+    })
+    await tree.start()
+    close = () => tree.close()
+  }
   const cpuBefore = process.cpuUsage()
   process.stdout.write('ready\n')
   const readyMs = performance.now()
   while (performance.now() - Math.max(lastEventMs, readyMs) < QUIET_MS)
     await new Promise((resolve) => setTimeout(resolve, 50))
   const cpu = process.cpuUsage(cpuBefore)
-  for (const watcher of watchers) watcher.close()
+  close()
   process.stdout.write(
     `${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, lastEventMs: lastEventMs - readyMs, paths: seen.size })}\n`,
   )

@@ -16,6 +16,7 @@ import type { ChunkStoreApi } from './chunk-types.ts'
 import type { DatasetReader } from './dataset-reader.ts'
 import { PATCH_FILE_BYTES_MIN, applyPatch, planPatch } from './mirror-patch.ts'
 import { SCAN_ENTRIES_MAX } from './dataset-scanner.ts'
+import { forEachBounded } from './for-each-bounded.ts'
 import {
   baseName,
   ensureDirectory,
@@ -440,30 +441,6 @@ async function hashFile(path: string): Promise<string> {
   const hash = createHash('sha256')
   for await (const piece of createReadStream(path)) hash.update(piece as Buffer)
   return hash.digest('hex')
-}
-
-/**
- * Runs `work` on every item, at most `limit` at once. Every started call is awaited
- * before the first failure is thrown, so nothing is left running behind the caller.
- */
-async function forEachBounded<T>(
-  items: readonly T[],
-  limit: number,
-  work: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0
-  const failures: unknown[] = []
-  const worker = async (): Promise<void> => {
-    while (failures.length === 0 && next < items.length) {
-      try {
-        await work(items[next++]!)
-      } catch (error) {
-        failures.push(error)
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  if (failures.length > 0) throw failures[0]
 }
 
 /** Makes renames and removals in a directory durable. */

@@ -1,24 +1,18 @@
-// How a master learns of changes in real time. A recursive fs.watch reports paths; each path
-// waits until it has had no event for debounceMs and its inode has not changed for stableMs,
-// then it is reported, many paths in one batch. A periodic rescan is the safety net that
-// recursive watching always needs (events can be lost, and watching can fail), and the
-// watcher falls back on rescans alone whenever it cannot watch: when the system is out of
-// inotify watches (ENOSPC), when the directory is removed or replaced (it watches again
-// once the directory is back), or when more paths are pending than it will track.
-//
-// What Node 20's recursive watcher on Linux does (lib/internal/fs/recursive_watch.js): one
-// inotify watch per file and per directory, set up synchronously when watching starts, and
-// on a new directory it lists it and reports what is already inside, so a burst of files in
-// new directories is not lost. Errors while it starts are swallowed, so after starting we
-// set one more watch, on the parent directory: if the system is out of watches that one
-// fails too (unless this process already watches that parent, when inotify shares the
-// watch: the periodic rescan still covers what the partial watch misses). The parent's
-// watch also tells us when the directory itself is removed, renamed or re-created.
+// How a master learns of changes in real time. A watch on every directory of the tree
+// (directory-tree-watch.ts) reports paths; each path waits until it has had no event for
+// debounceMs and its inode has not changed for stableMs, then it is reported, many paths in
+// one batch. A periodic rescan is the safety net that watching always needs (events can be
+// lost, and watching can fail), and the watcher falls back on rescans alone whenever it
+// cannot watch: when the system is out of inotify watches (ENOSPC), when the directory is
+// removed or replaced (it watches again once the directory is back), or when more paths are
+// pending than it will track. One more watch, on the parent directory, tells us when the
+// directory itself is removed, renamed or re-created.
 import { watch, type FSWatcher } from 'node:fs'
 import { lstat, stat } from 'node:fs/promises'
-import { basename, dirname, isAbsolute, join, sep } from 'node:path'
+import { basename, dirname, isAbsolute, join } from 'node:path'
 import { assert } from '../../consensus/assert.ts'
 import { ClusterError } from '../../consensus/cluster-error.ts'
+import { DirectoryTreeWatch } from './directory-tree-watch.ts'
 
 /**
  * Latency against wasted work: a path is reported debounceMs after its last event at the
@@ -103,7 +97,7 @@ export class ChangeWatcher {
   readonly #onRescan: () => void
   readonly #onWarning: (warning: ClusterError) => void
   #status: ChangeWatcherStatus = 'starting'
-  #tree: FSWatcher | null = null
+  #tree: DirectoryTreeWatch | null = null
   #sentinel: FSWatcher | null = null
   #identity: Identity | null = null
   #checkingRoot = false
@@ -176,10 +170,10 @@ export class ChangeWatcher {
   async #establish(): Promise<void> {
     this.#retryTimer = null
     const found = await rootIdentity(this.#directory)
-    if (this.#status !== 'closed') this.#watchFound(found)
+    if (this.#status !== 'closed') await this.#watchFound(found)
   }
 
-  #watchFound(found: Awaited<ReturnType<typeof rootIdentity>>): void {
+  async #watchFound(found: Awaited<ReturnType<typeof rootIdentity>>): Promise<void> {
     if ('problem' in found) {
       if (this.#warned !== 'missing')
         this.#onWarning(
@@ -192,15 +186,27 @@ export class ChangeWatcher {
       return this.#scheduleRetry()
     }
     const caughtUp = this.#status !== 'starting'
+    // Events that come while the tree is being watched are dropped: the first scan, or the
+    // rescan below, comes after and finds what they would have reported.
+    const tree = new DirectoryTreeWatch(this.#directory, {
+      onPath: (path) => this.#onEvent(path),
+      onError: (error) => this.#onWatchError(error),
+    })
+    this.#tree = tree
     try {
-      this.#tree = watch(this.#directory, { recursive: true })
-      this.#tree.on('change', (_type, filename) => this.#onEvent(filename))
-      this.#tree.on('error', (error) => this.#onWatchError(error))
+      await tree.start()
+    } catch (caught) {
+      if (this.#tree === tree) this.#cannotWatch(caught as NodeJS.ErrnoException)
+      return
+    }
+    // Out of watches on the way, or closed meanwhile.
+    if (this.#tree !== tree || this.#status === 'closed') return
+    try {
       this.#sentinel = watchParent(this.#directory, () => void this.#checkRoot())
       this.#sentinel.on('error', (error) => this.#onWatchError(error))
     } catch (caught) {
       const error = caught as NodeJS.ErrnoException
-      if (this.#tree === null || isWatchesExhausted(error)) return this.#cannotWatch(error)
+      if (isWatchesExhausted(error)) return this.#cannotWatch(error)
       this.#onWarning(
         ClusterError.io(
           `cannot watch the parent of ${this.#directory} (${error.message}); its removal is noticed at the next rescan`,
@@ -218,7 +224,7 @@ export class ChangeWatcher {
 
   /** An error while watching: only running out of watches stops it. */
   #onWatchError(error: NodeJS.ErrnoException): void {
-    if (this.#status !== 'watching') return
+    if (this.#status === 'closed' || this.#tree === null) return
     if (isWatchesExhausted(error)) return this.#cannotWatch(error)
     // A directory removed while it was being listed: harmless unless it was the watched one.
     if (error.code === 'ENOENT' || error.code === 'ENOTDIR') {
@@ -282,15 +288,18 @@ export class ChangeWatcher {
   async #checkRoot(): Promise<boolean> {
     if (this.#status !== 'watching' || this.#checkingRoot) return false
     this.#checkingRoot = true
-    const found = await rootIdentity(this.#directory)
-    this.#checkingRoot = false
-    if (this.#status !== 'watching') return false
-    const previous = this.#identity
-    if ('identity' in found && previous !== null && sameIdentity(found.identity, previous))
-      return false
-    this.#unwatch()
-    this.#watchFound(found)
-    return true
+    try {
+      const found = await rootIdentity(this.#directory)
+      if (this.#status !== 'watching') return false
+      const previous = this.#identity
+      if ('identity' in found && previous !== null && sameIdentity(found.identity, previous))
+        return false
+      this.#unwatch()
+      await this.#watchFound(found)
+      return true
+    } finally {
+      this.#checkingRoot = false
+    }
   }
 
   #scheduleRescan(): void {
@@ -305,15 +314,9 @@ export class ChangeWatcher {
     this.#scheduleRescan()
   }
 
-  #onEvent(filename: string | Buffer | null): void {
+  #onEvent(path: string): void {
     if (this.#status !== 'watching') return
     const nowMs = performance.now()
-    if (filename === null) return this.#flood(nowMs)
-    const path = filename.toString().split(sep).join('/')
-    if (path === '') {
-      void this.#checkRoot()
-      return
-    }
     if (this.#floodTimer !== null) {
       this.#floodLastEventMs = nowMs
       return
@@ -433,10 +436,7 @@ export class ChangeWatcher {
   }
 }
 
-/**
- * One more watch, on the parent: it fails if the recursive watch used up the system's
- * watches (which fs.watch does not tell), and it sees the directory removed or re-created.
- */
+/** One more watch, on the parent: it sees the directory removed, renamed or re-created. */
 function watchParent(directory: string, onRootEvent: () => void): FSWatcher {
   const name = basename(directory)
   return watch(dirname(directory), (_type, filename) => {

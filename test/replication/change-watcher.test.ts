@@ -121,6 +121,68 @@ test('a burst of 1,000 files in nested directories created during the burst: eve
   }
 })
 
+test('a directory moved within the tree: its files are reported under the new name, never the old', async () => {
+  const harness = await watched()
+  const { directory, reported } = harness
+  try {
+    await mkdir(join(directory, 'from/inner'), { recursive: true })
+    await writeFile(join(directory, 'from/inner/a.txt'), 'a')
+    await waitFor('the first file', () => reported.has('from/inner/a.txt'))
+    await rename(join(directory, 'from'), join(directory, 'to'))
+    await waitFor('the moved file', () => reported.has('to/inner/a.txt'))
+    reported.clear()
+    await writeFile(join(directory, 'to/inner/b.txt'), 'b')
+    await appendFile(join(directory, 'to/inner/a.txt'), '!')
+    await waitFor('changes in the moved directory', () =>
+      ['to/inner/b.txt', 'to/inner/a.txt'].every((path) => reported.has(path)),
+    )
+    await sleep(100)
+    const stale = [...reported.keys()].filter((path) => path.startsWith('from/'))
+    assert.equal(stale, [], 'nothing is reported under the name the directory left')
+  } finally {
+    await harness.stop()
+  }
+})
+
+test('a directory moved in from outside: everything in it is reported, and then watched', async () => {
+  const harness = await watched()
+  const { directory, reported } = harness
+  const outside = await makeTempDir('change-watcher-outside-')
+  try {
+    await mkdir(join(outside, 'tree/a/b'), { recursive: true })
+    await writeFile(join(outside, 'tree/a/b/deep.txt'), 'deep')
+    await writeFile(join(outside, 'tree/top.txt'), 'top')
+    await rename(join(outside, 'tree'), join(directory, 'tree'))
+    await waitFor('every path of the moved-in tree', () =>
+      ['tree', 'tree/a', 'tree/a/b', 'tree/a/b/deep.txt', 'tree/top.txt'].every((path) =>
+        reported.has(path),
+      ),
+    )
+    await writeFile(join(directory, 'tree/a/b/later.txt'), 'later')
+    await waitFor('a file written inside it afterwards', () => reported.has('tree/a/b/later.txt'))
+  } finally {
+    await harness.stop()
+    await removeDir(outside)
+  }
+})
+
+test('a directory removed and made again: the new one is watched', async () => {
+  const harness = await watched()
+  const { directory, reported } = harness
+  try {
+    await mkdir(join(directory, 'again'))
+    await writeFile(join(directory, 'again/one.txt'), '1')
+    await waitFor('the first file', () => reported.has('again/one.txt'))
+    await rm(join(directory, 'again'), { recursive: true })
+    await mkdir(join(directory, 'again'))
+    reported.clear()
+    await writeFile(join(directory, 'again/two.txt'), '2')
+    await waitFor('a file in the new directory', () => reported.has('again/two.txt'))
+  } finally {
+    await harness.stop()
+  }
+})
+
 test('a file written slowly is reported once, only when it is complete', async () => {
   const STABLE_MS = 300
   const reports: { size: number; atMs: number }[] = []
@@ -313,7 +375,8 @@ test('the system out of inotify watches: a warning, rescans only, then watching 
   }
   const directory = await makeTempDir('change-watcher-enospc-')
   try {
-    for (let index = 0; index < 100; index++) await writeFile(join(directory, `f${index}`), 'x')
+    // One watch per directory: 100 of them need more than the 40 the child may set.
+    for (let index = 0; index < 100; index++) await mkdir(join(directory, `d${index}`))
     const { code, output } = await runChild(
       [
         'unshare',
