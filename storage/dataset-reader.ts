@@ -5,19 +5,13 @@
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { assert } from '../consensus/assert.ts'
-import { ClusterError } from '../consensus/cluster-error.ts'
+import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import { GET_MANY_CHUNKS_MAX, getEach, isLocalChunkStore } from './chunk-store.ts'
 import type { ChunkHash, ChunkStoreApi } from './chunk-types.ts'
 import type { FileEntry, LiveEntry, VersionEntry, VersionIndex } from './version-index.ts'
 import type { VersionLogReader } from './version-log.ts'
-import {
-  assembleChunkList,
-  logSeq,
-  type ChunkReference,
-  type DatasetPath,
-  type LogSeq,
-  type VersionRecord,
-} from './version-record.ts'
+import { versionChunkList } from './version-content.ts'
+import type { ChunkReference, DatasetPath, LogSeq } from './version-record.ts'
 
 /** A point in a dataset's history. */
 export type Point =
@@ -116,15 +110,16 @@ export class DatasetReader {
     return this.verifiedBytes(entry, await this.chunkList(entry))
   }
 
-  /** The chunk list of a file version, from its put record and continuations in the log. */
+  /** The chunk list of a file version, from its put or patch record (and what it needs) in the log. */
   async chunkList(entry: FileEntry): Promise<ChunkReference[]> {
-    const put = await this.log.read(entry.contentSeq)
-    if (put.kind !== 'put')
-      throw ClusterError.corruptStore(`index names record ${entry.contentSeq}, which is not a put`)
-    const continuations: VersionRecord[] = []
-    for (let seq = entry.contentSeq - put.continuationCount; seq < entry.contentSeq; seq++)
-      continuations.push(await this.log.read(logSeq(seq)))
-    return assembleChunkList(put, continuations)
+    try {
+      return await versionChunkList(entry.contentSeq, (seq) => this.log.read(seq))
+    } catch (error) {
+      // The index took the record for a whole version: the log disagrees with it now.
+      if (isClusterError(error, 'BAD_MESSAGE'))
+        throw ClusterError.corruptStore(`version ${entry.seq} of ${entry.path}: ${error.message}`)
+      throw error
+    }
   }
 
   /** The live entries at a point, under `under` ('' for the whole dataset). */

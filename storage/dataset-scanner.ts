@@ -11,8 +11,9 @@
 import { join } from 'node:path'
 import { lstat, readdir, readlink, stat } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
-import { ClusterError } from '../consensus/cluster-error.ts'
+import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from './chunk-types.ts'
+import { PATCH_BASE_CHUNKS_MIN, fileVersionDrafts } from './chunk-list-diff.ts'
 import {
   appendAfterFlush,
   identityOf,
@@ -22,11 +23,11 @@ import {
   type FileIdentity,
 } from './ingest.ts'
 import type { FileEntry, LevelDatabase, LiveEntry, VersionIndex } from './version-index.ts'
+import { patchBaseOf, type PatchBase } from './version-content.ts'
 import type { VersionLogWriter } from './version-log.ts'
 import {
   checkDatasetPath,
   checkSymlinkTarget,
-  fileVersionRecords,
   parentPath,
   MODE_BITS_MAX,
   type DatasetPath,
@@ -476,12 +477,27 @@ class ScanRun {
       return false
     }
     await this.add(
-      fileVersionRecords(version),
+      fileVersionDrafts(version, await this.patchBase(version, before)),
       { kind: 'put', path, from: null, version },
       ingested.identity,
       version.sizeBytes,
     )
     return false
+  }
+
+  /** What a new version of a big file may be patched against: the base of the version before. */
+  private async patchBase(
+    version: FileVersion,
+    before: FileEntry | null,
+  ): Promise<PatchBase | null> {
+    if (before === null || version.chunks.length < PATCH_BASE_CHUNKS_MIN) return null
+    try {
+      return await patchBaseOf(before.contentSeq, (seq) => this.options.log.read(seq))
+    } catch (error) {
+      // A log that no longer holds the version before: a whole put needs nothing of it.
+      if (isClusterError(error, 'BAD_MESSAGE')) return null
+      throw error
+    }
   }
 
   delete(path: DatasetPath): Promise<void> {

@@ -9,13 +9,14 @@ import type { AbstractLevel } from 'abstract-level'
 import { assert } from '../consensus/assert.ts'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { VersionLogReader } from './version-log.ts'
+import { versionChunkList, type ReadRecord } from './version-content.ts'
 import {
-  assembleChunkList,
   logSeq,
   type DatasetId,
   type DatasetPath,
   type FileHash,
   type LogSeq,
+  type PatchRecord,
   type PutRecord,
   type VersionRecord,
 } from './version-record.ts'
@@ -30,7 +31,7 @@ export const INDEX_BATCH_RECORDS_MAX = 1000
 export const VERSIONS_LIST_MAX = 100_000
 
 interface EntryCommon {
-  /** The record that made this version: a put, rename, delete, symlink or directory record. */
+  /** The record that made this version: a put, patch, rename, delete, symlink or directory record. */
   readonly seq: LogSeq
   readonly path: DatasetPath
   readonly recordedAtMs: number
@@ -42,7 +43,7 @@ export interface FileEntry extends EntryCommon {
   readonly mode: number
   readonly mtimeMs: number
   readonly fileHash: FileHash
-  /** The put record holding the chunk list: `seq` itself, or the renamed file's put. */
+  /** The put or patch record of the content: `seq` itself, or the renamed file's. */
   readonly contentSeq: LogSeq
   readonly renamedFrom: DatasetPath | null
 }
@@ -338,7 +339,7 @@ export class VersionIndex {
         batch.invalidRecords++
         continue
       }
-      await batch.add(logSeq(seq), record, (first, count) => this.readRecords(first, count))
+      await batch.add(logSeq(seq), record, (at) => this.log.read(at))
     }
     const fingerprint = await this.log.fingerprint(end)
     const meta = batch.meta(end, fingerprint)
@@ -347,12 +348,6 @@ export class VersionIndex {
       { type: 'put', key: META_KEY, value: JSON.stringify(meta) },
     ])
     this.meta = meta
-  }
-
-  private async readRecords(first: number, count: number): Promise<VersionRecord[]> {
-    const records: VersionRecord[] = []
-    for (let seq = first; seq < first + count; seq++) records.push(await this.log.read(logSeq(seq)))
-    return records
   }
 
   /** Used while indexing: the latest indexed version, before the batch being built. */
@@ -392,14 +387,10 @@ class IndexBatch {
     this.timeMsMax = previous.timeMsMax
   }
 
-  async add(
-    seq: LogSeq,
-    record: VersionRecord,
-    readRecords: (first: number, count: number) => Promise<VersionRecord[]>,
-  ): Promise<void> {
+  async add(seq: LogSeq, record: VersionRecord, read: ReadRecord): Promise<void> {
     // Continuation records only mean something through the put that follows them.
     if (record.kind === 'chunks') return
-    const entries = await this.entriesFor(seq, record, readRecords)
+    const entries = await this.entriesFor(seq, record, read)
     if (entries === null) {
       this.invalidRecords++
       return
@@ -439,12 +430,13 @@ class IndexBatch {
   private async entriesFor(
     seq: LogSeq,
     record: Exclude<VersionRecord, { kind: 'chunks' }>,
-    readRecords: (first: number, count: number) => Promise<VersionRecord[]>,
+    read: ReadRecord,
   ): Promise<VersionEntry[] | null> {
     const { recordedAtMs } = record
     switch (record.kind) {
       case 'put':
-        return (await this.putIsWhole(seq, record, readRecords))
+      case 'patch':
+        return (await isWholeVersion(seq, record, read))
           ? [
               {
                 kind: 'file',
@@ -489,26 +481,28 @@ class IndexBatch {
     }
   }
 
-  /** A put is a version only with all its continuation records right before it. */
-  private async putIsWhole(
-    seq: LogSeq,
-    put: PutRecord,
-    readRecords: (first: number, count: number) => Promise<VersionRecord[]>,
-  ): Promise<boolean> {
-    if (put.continuationCount === 0) return true
-    if (put.continuationCount > seq) return false
-    try {
-      assembleChunkList(put, await readRecords(seq - put.continuationCount, put.continuationCount))
-      return true
-    } catch (error) {
-      if (isClusterError(error, 'BAD_MESSAGE')) return false
-      throw error
-    }
-  }
-
   private put(key: string, value: string): void {
     this.operations.push([key, value])
     xorInto(this.digest, entryHash(key, value))
+  }
+}
+
+/**
+ * A put is a version only with all its continuation records right before it; a patch only
+ * when its base is an earlier whole put that its edits fit.
+ */
+async function isWholeVersion(
+  seq: LogSeq,
+  record: PutRecord | PatchRecord,
+  read: ReadRecord,
+): Promise<boolean> {
+  if (record.kind === 'put' && record.continuationCount === 0) return true
+  try {
+    await versionChunkList(seq, read)
+    return true
+  } catch (error) {
+    if (isClusterError(error, 'BAD_MESSAGE')) return false
+    throw error
   }
 }
 

@@ -9,12 +9,16 @@ import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkHash } from './chunk-types.ts'
 import {
   CHUNKS_PER_RECORD_MAX,
+  PATCH_CHUNKS_MAX,
+  PATCH_EDITS_MAX,
   RECORD_BYTES_MAX,
   RECORD_FORMAT_VERSION,
   checkRecord,
+  type ChunkListEdit,
   type ChunkReference,
   type DatasetPath,
   type FileHash,
+  type LogSeq,
   type RecordKind,
   type VersionRecord,
 } from './version-record.ts'
@@ -27,6 +31,7 @@ const KIND_TAGS: Record<RecordKind, number> = {
   symlink: 5,
   directory: 6,
   recoveryPoint: 7,
+  patch: 8,
 }
 const KINDS_BY_TAG = new Map(
   Object.entries(KIND_TAGS).map(([kind, tag]) => [tag, kind as RecordKind]),
@@ -97,6 +102,20 @@ function writeRecord(state: State, record: VersionRecord, sizing: boolean): void
       put(c.uint, record.continuationCount)
       chunkList(record.chunks)
       return
+    case 'patch':
+      text(record.path)
+      put(c.uint, record.sizeBytes)
+      put(c.uint, record.mode)
+      put(c.int, record.mtimeMs)
+      put(c.fixed32, Buffer.from(record.fileHash, 'hex'))
+      put(c.uint, record.baseSeq)
+      put(c.uint, record.edits.length)
+      for (const edit of record.edits) {
+        put(c.uint, edit.at)
+        put(c.uint, edit.removeCount)
+        chunkList(edit.insert)
+      }
+      return
     case 'chunks':
       text(record.path)
       put(c.uint, record.part)
@@ -145,6 +164,18 @@ function readRecord(state: State): VersionRecord {
         fileHash: readHex32(state) as FileHash,
         continuationCount: readCount(state),
         chunks: readChunkList(state),
+      }
+    case 'patch':
+      return {
+        kind,
+        recordedAtMs,
+        path: readText(state) as DatasetPath,
+        sizeBytes: readCount(state),
+        mode: readCount(state),
+        mtimeMs: c.int.decode(state),
+        fileHash: readHex32(state) as FileHash,
+        baseSeq: readCount(state) as LogSeq,
+        edits: readEdits(state),
       }
     case 'chunks':
       return {
@@ -200,10 +231,24 @@ function readHex32(state: State): string {
   return Buffer.from(c.fixed32.decode(state)).toString('hex')
 }
 
-function readChunkList(state: State): ChunkReference[] {
+function readEdits(state: State): ChunkListEdit[] {
   const count = readCount(state)
-  if (count > CHUNKS_PER_RECORD_MAX)
-    throw ClusterError.badMessage('too many chunks in one version record')
+  if (count > PATCH_EDITS_MAX) throw ClusterError.badMessage('too many edits in one patch record')
+  const edits: ChunkListEdit[] = []
+  let inserted = 0
+  for (let index = 0; index < count; index++) {
+    const at = readCount(state)
+    const removeCount = readCount(state)
+    const insert = readChunkList(state, PATCH_CHUNKS_MAX - inserted)
+    inserted += insert.length
+    edits.push({ at, removeCount, insert })
+  }
+  return edits
+}
+
+function readChunkList(state: State, countMax = CHUNKS_PER_RECORD_MAX): ChunkReference[] {
+  const count = readCount(state)
+  if (count > countMax) throw ClusterError.badMessage('too many chunks in one version record')
   const chunks: ChunkReference[] = []
   for (let index = 0; index < count; index++)
     chunks.push({ hash: readHex32(state) as ChunkHash, lengthBytes: readCount(state) })

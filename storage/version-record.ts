@@ -26,6 +26,15 @@ const CHUNK_REFERENCE_BYTES_MAX = 32 + 5
 export const CHUNKS_PER_RECORD_MAX = Math.floor(
   (RECORD_BYTES_MAX - RECORD_HEADER_BYTES_MAX) / CHUNK_REFERENCE_BYTES_MAX,
 )
+/** Edits in one patch record. */
+export const PATCH_EDITS_MAX = 4096
+/** An upper bound on an edit's bytes besides its chunks: three varints. */
+const EDIT_HEADER_BYTES_MAX = 3 * 5
+/** Chunks all the edits of one patch insert, so that the largest patch still fits a block. */
+export const PATCH_CHUNKS_MAX = Math.floor(
+  (RECORD_BYTES_MAX - RECORD_HEADER_BYTES_MAX - PATCH_EDITS_MAX * EDIT_HEADER_BYTES_MAX) /
+    CHUNK_REFERENCE_BYTES_MAX,
+)
 /** Permission bits, set-id bits and the sticky bit; the file type is implied by the record kind. */
 export const MODE_BITS_MAX = 0o7777
 
@@ -62,6 +71,37 @@ export interface PutRecord extends RecordCommon {
   readonly fileHash: FileHash
   readonly continuationCount: number
   readonly chunks: readonly ChunkReference[]
+}
+
+/**
+ * One change to a chunk list: `removeCount` chunks from index `at` of the base list are
+ * replaced by `insert` (either may be empty, not both).
+ */
+export interface ChunkListEdit {
+  readonly at: number
+  readonly removeCount: number
+  readonly insert: readonly ChunkReference[]
+}
+
+/**
+ * A new version of a regular file, given as edits to the chunk list of an earlier put record
+ * (its base, which may belong to another path: a file renamed, then changed). A small change
+ * to a big file is recorded in a record of a few hundred bytes instead of one that lists every
+ * chunk again (a 256 MiB file has about 4,000). The base is always a put, never another
+ * patch: the edits are cumulative from the base, so a version is one base and one patch
+ * away, and the master writes a whole put again once a patch would no longer be small.
+ */
+export interface PatchRecord extends RecordCommon {
+  readonly kind: 'patch'
+  readonly path: DatasetPath
+  readonly sizeBytes: number
+  readonly mode: number
+  readonly mtimeMs: number
+  readonly fileHash: FileHash
+  /** The put record whose chunk list the edits apply to; earlier in the log. */
+  readonly baseSeq: LogSeq
+  /** In ascending order of `at`, each after the end of the one before. */
+  readonly edits: readonly ChunkListEdit[]
 }
 
 /** Part `part` (1-based) of the chunk list of the put record that follows its parts. */
@@ -107,6 +147,7 @@ export interface RecoveryPointRecord extends RecordCommon {
 
 export type VersionRecord =
   | PutRecord
+  | PatchRecord
   | ChunksRecord
   | DeleteRecord
   | RenameRecord
@@ -202,6 +243,16 @@ export function checkRecord(record: VersionRecord): string | null {
           ? null
           : 'chunk lengths do not add up to the file size')
       )
+    case 'patch':
+      return (
+        checkPathField(record.path) ??
+        checkMode(record.mode) ??
+        checkTimeMs(record.mtimeMs) ??
+        checkHex64(record.fileHash, 'file hash') ??
+        (isCount(record.sizeBytes) ? null : 'bad size') ??
+        (isCount(record.baseSeq) ? null : 'bad base') ??
+        checkEdits(record.edits)
+      )
     case 'chunks':
       if (!isCount(record.part) || record.part < 1 || record.part > CONTINUATION_RECORDS_MAX)
         return 'bad continuation part'
@@ -283,6 +334,29 @@ export function assembleChunkList(
   return chunks
 }
 
+/**
+ * The chunk list a patch describes: its base's list with the edits applied. BAD_MESSAGE when
+ * the edits do not fit the base or the lengths do not add up to the patch's size.
+ */
+export function applyChunkListEdits(
+  patch: PatchRecord,
+  base: readonly ChunkReference[],
+): ChunkReference[] {
+  const chunks: ChunkReference[] = []
+  let next = 0 // the first base chunk not yet copied or removed
+  for (const edit of patch.edits) {
+    if (edit.at + edit.removeCount > base.length)
+      throw ClusterError.badMessage(`patch of ${patch.path} edits past the end of its base`)
+    for (; next < edit.at; next++) chunks.push(base[next]!)
+    chunks.push(...edit.insert)
+    next = edit.at + edit.removeCount
+  }
+  for (; next < base.length; next++) chunks.push(base[next]!)
+  if (sumLengths(chunks) !== patch.sizeBytes)
+    throw ClusterError.badMessage(`chunk lengths of ${patch.path} do not add up to its size`)
+  return chunks
+}
+
 export function sumLengths(chunks: readonly ChunkReference[]): number {
   let total = 0
   for (const chunk of chunks) total += chunk.lengthBytes
@@ -305,6 +379,25 @@ function checkChunkList(chunks: readonly ChunkReference[]): string | null {
       chunk.lengthBytes > CHUNK_SIZE_MAX_BYTES
     )
       return 'bad chunk length'
+  }
+  return null
+}
+
+/** Edits in order, none empty, none overlapping, with no more chunks than one record holds. */
+function checkEdits(edits: readonly ChunkListEdit[]): string | null {
+  if (edits.length === 0) return 'patch without edits'
+  if (edits.length > PATCH_EDITS_MAX) return 'too many edits in one patch'
+  let inserted = 0
+  let end = 0 // where the edit before ended in the base list
+  for (const edit of edits) {
+    if (!isCount(edit.at) || !isCount(edit.removeCount)) return 'bad edit position'
+    if (edit.at < end) return 'edits out of order or overlapping'
+    if (edit.removeCount === 0 && edit.insert.length === 0) return 'empty edit'
+    inserted += edit.insert.length
+    if (inserted > PATCH_CHUNKS_MAX) return 'too many chunks in one patch'
+    const problem = checkChunkList(edit.insert)
+    if (problem !== null) return problem
+    end = edit.at + edit.removeCount
   }
   return null
 }

@@ -9,7 +9,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import type { ChunkHash } from '../../storage/chunk-types.ts'
 import type { VersionLogReader } from '../../storage/version-log.ts'
-import { logSeq, type ChunkReference } from '../../storage/version-record.ts'
+import { versionChunkList } from '../../storage/version-content.ts'
+import {
+  logSeq,
+  type ChunkReference,
+  type LogSeq,
+  type VersionRecord,
+} from '../../storage/version-record.ts'
 
 /** Records examined per round: bounds the memory for one round's chunk list. */
 export const SYNC_RECORDS_PER_ROUND_MAX = 1024
@@ -237,10 +243,16 @@ export class ReplicaSync {
     return { start, end, wanted, bytes }
   }
 
-  /** The chunks a record names; none for a record that cannot be read (the index skips it too). */
+  /**
+   * The chunks a record names; none for a record that cannot be read (the index skips it
+   * too). A patch names its whole list, base chunks included: the fetch skips what is here
+   * already, and whatever retention dropped here meanwhile is fetched again.
+   */
   async #chunksOf(seq: number): Promise<readonly ChunkReference[]> {
+    const read = (at: LogSeq): Promise<VersionRecord> => this.#options.log.read(at)
     try {
-      const record = await this.#options.log.read(logSeq(seq))
+      const record = await read(logSeq(seq))
+      if (record.kind === 'patch') return await versionChunkList(logSeq(seq), read)
       return record.kind === 'put' || record.kind === 'chunks' ? record.chunks : []
     } catch (error) {
       if (isClusterError(error, 'BAD_MESSAGE')) return []

@@ -195,4 +195,34 @@ test('a round that lacks a chunk is retried until it can be had; a later round t
   )
 })
 
+test('a patch record is complete only when the replica holds every chunk of the patched version', () => {
+  const big = contentBytes('big', 8 * MiB)
+  return withSync(
+    async (root) => writeDatasetFile(root, 'big.bin', big),
+    async ({ root, dataset, target, sync }) => {
+      await dataset.scan(root)
+      await waitUntil('the first version', () => sync.completeLength === dataset.log.length)
+      // Retention here dropped two chunks of the first version that the next one keeps.
+      const dropped = new Set(
+        chunkBytes(big)
+          .slice(0, 2)
+          .map((chunk) => chunk.hash),
+      )
+      await (target as ChunkStore).prune((hash) => !dropped.has(hash), {
+        liveShareThreshold: 1,
+      })
+      for (const hash of dropped) assert.not.ok(await target.has(hash))
+      // A small change in the middle: recorded as a patch of the put before.
+      const changed = Buffer.from(big)
+      changed.fill(7, 4 * MiB, 4 * MiB + 4096)
+      await writeDatasetFile(root, 'big.bin', changed, { mtimeMs: Date.UTC(2024, 0, 2) })
+      await dataset.scan(root)
+      const patch = await dataset.log.read(logSeq(dataset.log.length - 1))
+      assert.is(patch.kind, 'patch')
+      await waitUntil('the patch', () => sync.completeLength === dataset.log.length)
+      for (const chunk of chunkBytes(changed)) assert.ok(await target.has(chunk.hash))
+    },
+  )
+})
+
 test.run()

@@ -42,6 +42,19 @@ function file(name: string, content: string, chunkCount = 1): FileVersion {
   }
 }
 
+const bigPatch: RecordDraft = {
+  kind: 'patch',
+  path: path('big'),
+  sizeBytes: 500,
+  mode: 0o644,
+  mtimeMs: 1_600_000_000_001,
+  fileHash: hashOf('big2') as FileHash,
+  baseSeq: logSeq(11),
+  edits: [
+    { at: 2, removeCount: 1, insert: [{ hash: hashOf('big2 2') as ChunkHash, lengthBytes: 100 }] },
+  ],
+}
+
 /** A history touching every record kind; returns the clock times at which each step was appended. */
 async function writeHistory(log: VersionLog, clock: TestClock): Promise<number[]> {
   const steps: RecordDraft[][] = [
@@ -57,6 +70,7 @@ async function writeHistory(log: VersionLog, clock: TestClock): Promise<number[]
     fileVersionRecords(file('big', 'big', 5), 2), // two continuation records, then the put
     [{ kind: 'recoveryPoint', label: 'second', timeMs: clock.nowMs }],
     [{ kind: 'recoveryPoint', label: 'first', timeMs: clock.nowMs }], // a label used again
+    [bigPatch], // a patch of the big file's put: its third chunk replaced
   ]
   const times: number[] = []
   for (const drafts of steps) {
@@ -74,7 +88,7 @@ test('the index answers what each point in the history held', () =>
     const times = await writeHistory(store.log, clock)
     const { index } = store
     assert.is(await index.catchUp(), store.log.length)
-    assert.is(store.log.length, 14)
+    assert.is(store.log.length, 15)
 
     const tree = async (length: number): Promise<string[]> => {
       const paths: string[] = []
@@ -116,15 +130,24 @@ test('the index answers what each point in the history held', () =>
       history.map((entry) => entry.seq),
       [0, 6, 7],
     )
-    const big = await index.latest(path('big'))
+    const big = await index.latest(path('big'), 14)
     assert.equal([big?.seq, big?.kind === 'file' ? big.sizeBytes : 0], [11, 500])
+    const patched = await index.latest(path('big'))
+    assert.equal(
+      [
+        patched?.seq,
+        patched?.kind === 'file' && patched.contentSeq,
+        patched?.kind === 'file' && patched.fileHash,
+      ],
+      [14, 14, hashOf('big2')],
+    )
 
     // Time maps to the length that includes every record appended by then.
     assert.is(await index.lengthAtTime(times[0]! - 1), 0)
     assert.is(await index.lengthAtTime(times[0]!), 1)
     assert.is(await index.lengthAtTime(times[4]! + 500), 5)
     assert.is(await index.lengthAtTime(times[9]!), 12)
-    assert.is(await index.lengthAtTime(Number.MAX_SAFE_INTEGER), 14)
+    assert.is(await index.lengthAtTime(Number.MAX_SAFE_INTEGER), 15)
     // Recovery points: the latest with a label wins.
     assert.is((await index.recoveryPoint('first'))?.length, 14)
     assert.is((await index.recoveryPoint('second'))?.length, 13)
@@ -134,7 +157,7 @@ test('the index answers what each point in the history held', () =>
       ['first', 'second', 'first'],
     )
     try {
-      await index.entries(15).next()
+      await index.entries(16).next()
       assert.unreachable('listed beyond the index')
     } catch (error) {
       assert.ok(isClusterError(error, 'BAD_ARGUMENT'))
@@ -174,8 +197,8 @@ test('on open the index catches up from its marker without a rebuild', () =>
     await corestore.close()
     const second = await openLogAndIndex(directory, { clock })
     assert.is(second.index.rebuildReason, null)
-    assert.is(second.index.indexedLength, 15)
-    assert.is((await second.index.latest(path('later')))?.seq, 14)
+    assert.is(second.index.indexedLength, 16)
+    assert.is((await second.index.latest(path('later')))?.seq, 15)
     await second.close()
   }))
 
@@ -217,7 +240,7 @@ test('a damaged, lost or foreign index is rebuilt from the log with the same ans
           changeOne(database, 'meta', (value) =>
             value.replace(/"indexedLength":\d+/, '"indexedLength":99'),
           ),
-        'index reaches 99 but the log holds 14',
+        'index reaches 99 but the log holds 15',
       ],
       [
         'the marker unreadable',
@@ -298,10 +321,32 @@ test('records a peer could send that make no sense are counted and skipped, neve
       // A put claiming continuation records that are not there.
       raw({ ...file('claims', 'c'), kind: 'put', continuationCount: 2, chunks: [] }),
       raw({ kind: 'delete', path: 'fine' }),
+      raw({ ...bigPatch, baseSeq: 3 }), // its base is a delete, not a put
+      raw({ ...bigPatch, baseSeq: 5 }), // its base is itself
+      raw({ ...bigPatch, baseSeq: 99 }), // its base is not in the log
+      raw({ ...file('whole', 'w', 2), kind: 'put', continuationCount: 0 }),
+      raw({ ...bigPatch, path: 'whole', sizeBytes: 200, baseSeq: 7 }), // edits past its base's end
+      raw({
+        ...bigPatch,
+        path: 'whole',
+        sizeBytes: 301,
+        baseSeq: 7,
+        edits: [
+          {
+            at: 1,
+            removeCount: 0,
+            insert: bigPatch.kind === 'patch' ? bigPatch.edits[0]!.insert : [],
+          },
+        ],
+      }), // sizes do not add up
     ])
     await store.index.catchUp()
-    assert.is(store.index.indexedLength, 4)
-    assert.is(store.index.invalidRecords, 3)
+    assert.is(store.index.indexedLength, 10)
+    assert.is(store.index.invalidRecords, 8)
+    assert.equal(
+      (await store.index.versionsOf(path('whole'))).map((entry) => entry.seq),
+      [7],
+    )
     assert.equal(
       (await store.index.versionsOf(path('fine'))).map((entry) => entry.kind),
       ['deleted'],

@@ -7,14 +7,19 @@ import type { ChunkHash } from '../../storage/chunk-types.ts'
 import { decodeRecord, encodeRecord } from '../../storage/version-record-codec.ts'
 import {
   CHUNKS_PER_RECORD_MAX,
+  PATCH_CHUNKS_MAX,
+  PATCH_EDITS_MAX,
   PATH_BYTES_MAX,
   RECORD_BYTES_MAX,
+  applyChunkListEdits,
   assembleChunkList,
   checkDatasetPath,
   fileVersionRecords,
   type ChunkReference,
   type DatasetPath,
   type FileHash,
+  type LogSeq,
+  type PatchRecord,
   type PutRecord,
   type VersionRecord,
 } from '../../storage/version-record.ts'
@@ -48,6 +53,21 @@ const EXAMPLES: VersionRecord[] = [
     fileHash: hashOf('') as FileHash,
     continuationCount: 0,
     chunks: [],
+  },
+  {
+    kind: 'patch',
+    recordedAtMs: 2,
+    path: path('big/disk.img'),
+    sizeBytes: 123_456,
+    mode: 0o600,
+    mtimeMs: 1_700_000_000_500,
+    fileHash: hashOf('patched') as FileHash,
+    baseSeq: 77 as LogSeq,
+    edits: [
+      { at: 3, removeCount: 1, insert: [chunk(8), chunk(9)] },
+      { at: 10, removeCount: 2, insert: [] },
+      { at: 40, removeCount: 0, insert: [chunk(10)] },
+    ],
   },
   { kind: 'chunks', recordedAtMs: 2, path: path('big'), part: 1, chunks: [chunk(4)] },
   { kind: 'delete', recordedAtMs: 3, path: path('a/b') },
@@ -152,6 +172,7 @@ test('a hand-made record is accepted only with a valid path and known format', (
 
 test('encode refuses invalid records with BAD_ARGUMENT', () => {
   const put = EXAMPLES[0] as PutRecord
+  const patch = EXAMPLES.find((record) => record.kind === 'patch')!
   const bad: VersionRecord[] = [
     { ...put, path: path('../x') },
     { ...put, path: path('a\ud800b') },
@@ -161,6 +182,32 @@ test('encode refuses invalid records with BAD_ARGUMENT', () => {
     { ...put, chunks: [{ hash: hashOf('x') as ChunkHash, lengthBytes: 0 }] },
     { ...put, mtimeMs: 1.5 },
     { kind: 'rename', recordedAtMs: 1, from: path('a'), to: path('a') },
+    { ...patch, edits: [] },
+    { ...patch, edits: [{ at: 1, removeCount: 0, insert: [] }] }, // an empty edit
+    {
+      ...patch,
+      edits: [
+        { at: 5, removeCount: 2, insert: [chunk(1)] },
+        { at: 6, removeCount: 1, insert: [chunk(2)] }, // overlaps the one before
+      ],
+    },
+    {
+      ...patch,
+      edits: [
+        { at: 5, removeCount: 0, insert: [chunk(1)] },
+        { at: 4, removeCount: 1, insert: [] }, // out of order
+      ],
+    },
+    { ...patch, edits: [{ at: -1, removeCount: 1, insert: [] }] },
+    { ...patch, baseSeq: 1.5 as LogSeq },
+    {
+      ...patch,
+      edits: Array.from({ length: PATCH_EDITS_MAX + 1 }, (_, index) => ({
+        at: index,
+        removeCount: 1,
+        insert: [],
+      })),
+    },
     { kind: 'symlink', recordedAtMs: 1, path: path('l'), target: '' },
     { kind: 'recoveryPoint', recordedAtMs: 1, label: 'two\nlines', timeMs: 1 },
   ]
@@ -229,6 +276,66 @@ test('a long chunk list is split into continuation records before its put, and r
       { ...(records[2] as VersionRecord & { kind: 'chunks' }), path: path('other') },
     ]),
   )
+})
+
+test('a patch applies its edits to the base list, and is refused where they do not fit', () => {
+  const base = Array.from({ length: 12 }, (_, index) => chunk(index, 100))
+  const edits = [
+    { at: 0, removeCount: 1, insert: [chunk(100, 100), chunk(101, 100)] },
+    { at: 5, removeCount: 3, insert: [chunk(102, 100)] },
+    { at: 12, removeCount: 0, insert: [chunk(103, 50)] }, // appended at the end
+  ]
+  const patch: PatchRecord = {
+    ...(EXAMPLES.find((record) => record.kind === 'patch') as PatchRecord),
+    sizeBytes: 100 * (12 + 2 - 1 + 1 - 3) + 50,
+    edits,
+  }
+  assert.equal(applyChunkListEdits(patch, base), [
+    chunk(100, 100),
+    chunk(101, 100),
+    ...base.slice(1, 5),
+    chunk(102, 100),
+    ...base.slice(8, 12),
+    chunk(103, 50),
+  ])
+  const refused = (record: PatchRecord, list: ChunkReference[], what: string): void =>
+    assert.throws(
+      () => applyChunkListEdits(record, list),
+      (error: unknown) => isClusterError(error, 'BAD_MESSAGE'),
+      what,
+    )
+  refused(patch, base.slice(0, 11), 'an edit past the end of a shorter base')
+  refused({ ...patch, sizeBytes: patch.sizeBytes + 1 }, base, 'lengths that do not add up')
+})
+
+test('the largest possible patch record fits in one block', () => {
+  const perEdit = Math.floor(PATCH_CHUNKS_MAX / PATCH_EDITS_MAX)
+  const edits = Array.from({ length: PATCH_EDITS_MAX }, (_, index) => ({
+    at: 2 ** 31 + index * 2 ** 20,
+    removeCount: 2 ** 20 - 1,
+    insert: Array.from(
+      { length: index === 0 ? PATCH_CHUNKS_MAX - perEdit * (PATCH_EDITS_MAX - 1) : perEdit },
+      (_, at) => chunk(index * 1000 + at, 262_144),
+    ),
+  }))
+  const record: PatchRecord = {
+    kind: 'patch',
+    recordedAtMs: Number.MAX_SAFE_INTEGER,
+    path: path(
+      Array.from({ length: 4 }, () => 'é'.repeat(127))
+        .join('/')
+        .slice(0, 1000),
+    ),
+    sizeBytes: Number.MAX_SAFE_INTEGER,
+    mode: 0o7777,
+    mtimeMs: -(2 ** 52),
+    fileHash: hashOf('x') as FileHash,
+    baseSeq: (2 ** 40) as LogSeq,
+    edits,
+  }
+  const bytes = encodeRecord(record)
+  assert.ok(bytes.length <= RECORD_BYTES_MAX, `${bytes.length} bytes`)
+  assert.equal(decodeRecord(bytes), record)
 })
 
 test('the largest possible put record fits in one block', () => {
