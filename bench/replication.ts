@@ -2,7 +2,11 @@
 // this benchmark creates (loopback only, so its traffic can be counted and nothing leaves
 // the machine), each figure beside a raw TCP copy of the same bytes in the same run.
 // Replicas make data durable (chunk store and mirror files fsynced) before they report it;
-// the reference is `tar | socket | tar -x` followed by `sync`, and without the sync.
+// the reference is `tar | socket | tar -x` to every replica's directory at once, followed by
+// `sync`, and without the sync. The edit and the burst are timed twice: until every replica
+// holds the new versions durably in its store (restorable; read from each replica's own
+// control socket, so no traffic is added) and until they are in every mirror; the burst's
+// reference is the same 1,000 files created again on this disk by `cp -r` + `sync`.
 // BENCH_SCALE=0.1 shrinks the tree for a quick look; BENCH_REPLICAS=1 runs only the cluster
 // with that many replicas; BENCH_PROFILE_DIR=DIR writes a CPU profile of every node there;
 // BENCH_TRACE=MS prints every replica's progress every MS milliseconds; BENCH_PHASES=edit,burst runs
@@ -14,6 +18,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LocalNode } from '../node/cli/local-node.ts'
+import type { LocalStatus } from '../node/daemon/status-service.ts'
 import type { StatusReport } from '../node/daemon/status-types.ts'
 
 const SCALE = Number(process.env['BENCH_SCALE'] ?? 1)
@@ -132,18 +137,19 @@ async function traceProgress(
   }
 }
 
+/** The raw copy of `source` to every destination at once (one tar stream each). */
 async function rawCopy(
   source: string,
-  destination: string,
+  destinations: readonly string[],
 ): Promise<{ copyMs: number; copyAndSyncMs: number }> {
-  await mkdir(destination, { recursive: true })
+  for (const destination of destinations) await mkdir(destination, { recursive: true })
   const command = inNamespace([
     process.execPath,
     '--import',
     'tsx',
     join(import.meta.dirname, 'raw-tar-copy.ts'),
     source,
-    destination,
+    ...destinations,
   ])
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
   let output = ''
@@ -179,6 +185,49 @@ async function readRange(path: string, offset: number, length: number): Promise<
     await file.close()
   }
 }
+
+/**
+ * Polls every replica's own view of a dataset (its control socket: no network traffic) and
+ * keeps, per sample, the length each holds complete, so that the moment every replica
+ * first held a length can be found once it is known which length counts.
+ */
+class CompletionWatch {
+  readonly #samples: { readonly atMs: number; readonly lengths: readonly number[] }[] = []
+  readonly #stop = new AbortController()
+  readonly #running: Promise<void>
+
+  constructor(replicas: readonly LocalNode[], datasetId: string, pollMs = 5) {
+    this.#running = (async () => {
+      while (!this.#stop.signal.aborted) {
+        const lengths = await Promise.all(
+          replicas.map(async (replica) => {
+            const local = (await replica.control('localStatus')) as LocalStatus
+            return local.datasets.find((dataset) => dataset.id === datasetId)?.completeLength ?? 0
+          }),
+        )
+        this.#samples.push({ atMs: performance.now(), lengths })
+        await sleep(pollMs, undefined, { signal: this.#stop.signal }).catch(() => undefined)
+      }
+    })()
+  }
+
+  /** Stops polling; then when every replica first held `length` complete (null: never seen). */
+  async firstCompleteMs(length: number): Promise<number | null> {
+    this.#stop.abort()
+    await this.#running
+    return (
+      this.#samples.find((sample) => sample.lengths.every((held) => held >= length))?.atMs ?? null
+    )
+  }
+}
+
+async function masterLogLength(primary: LocalNode, datasetId: string): Promise<number> {
+  const local = (await primary.control('localStatus')) as LocalStatus
+  return local.datasets.find((dataset) => dataset.id === datasetId)?.logLength ?? 0
+}
+
+const elapsed = (fromMs: number, toMs: number | null): string =>
+  toMs === null ? 'not seen' : `${(toMs - fromMs).toFixed(0)} ms`
 
 /** Linux's USER_HZ: /proc reports CPU time in these ticks. */
 const CLOCK_TICKS_PER_SECOND = 100
@@ -271,7 +320,7 @@ async function runCluster(
     const rawPlain = mibPerSecond(facts.bytes, raw.copyMs)
     console.log(
       `initial replication to ${replicaCount} replica(s): ${initial.toFixed(1)} MiB/s (${(initialMs / 1000).toFixed(1)} s) | ` +
-        `raw tar over TCP + sync ${rawSynced.toFixed(1)} MiB/s, ratio ${(initial / rawSynced).toFixed(2)} | ` +
+        `raw tar over TCP to ${replicaCount} destination(s) + sync ${rawSynced.toFixed(1)} MiB/s, ratio ${(initial / rawSynced).toFixed(2)} | ` +
         `without sync ${rawPlain.toFixed(1)} MiB/s, ratio ${(initial / rawPlain).toFixed(2)} (goal ≥ 0.5) | ${await cpuUsed()}`,
     )
 
@@ -292,7 +341,9 @@ async function runCluster(
       const fetchedBefore = await bytesFetched(status)
       const backgroundBytesPerSecond = await idleWireBytesPerSecond()
       const wireBefore = loopbackBytes()
+      const lengthBefore = await masterLogLength(primary, 'tree')
       cpuBefore = await cpuSnapshot()
+      const completion = new CompletionWatch(replicas, 'tree')
       const editStartedMs = performance.now()
       const file = await open(join(tree, large), 'r+')
       await file.write(edit, 0, EDIT_BYTES, offset)
@@ -309,11 +360,13 @@ async function runCluster(
       )
       const editMs = performance.now() - editStartedMs
       const wireBytes = loopbackBytes() - wireBefore
+      const storedMs = await completion.firstCompleteMs(lengthBefore + 1)
       const cpu = await cpuUsed()
       const chunkBytes = (await bytesFetched(status)) - fetchedBefore
       const rawEdit = mibPerSecond(LARGE_FILE_BYTES, raw.copyAndSyncMs) // what re-sending the file would cost at the raw rate
       console.log(
-        `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ${editMs.toFixed(0)} ms, ` +
+        `4 KiB overwrite in a ${LARGE_FILE_BYTES / MiB} MiB file, on ${replicaCount} replica(s): ` +
+          `in every replica's store ${elapsed(editStartedMs, storedMs)}, in every mirror ${editMs.toFixed(0)} ms, ` +
           `${(wireBytes / 1024).toFixed(0)} KiB on the wire (all loopback traffic in the namespace; ` +
           `of it chunks ${(chunkBytes / 1024).toFixed(0)} KiB, and about ${((backgroundBytesPerSecond * editMs) / 1000 / 1024).toFixed(0)} KiB ` +
           `the cluster sends when idle, Raft heartbeats; goal < 0.5 s and < 200 KiB) | ` +
@@ -325,13 +378,14 @@ async function runCluster(
     if (PHASES.has('burst')) {
       const burst = join(tree, 'burst')
       await mkdir(burst)
+      const contents = Array.from({ length: BURST_FILES }, () => randomBytes(4096))
       cpuBefore = await cpuSnapshot()
+      const completion = new CompletionWatch(replicas, 'tree')
       const burstStartedMs = performance.now()
       await Promise.all(
-        Array.from({ length: BURST_FILES }, (_, index) =>
-          writeFile(join(burst, `burst-${index}.dat`), randomBytes(4096)),
-        ),
+        contents.map((content, index) => writeFile(join(burst, `burst-${index}.dat`), content)),
       )
+      const writtenMs = performance.now() - burstStartedMs
       await waitFor(
         'the burst on every mirror',
         async () => {
@@ -347,8 +401,18 @@ async function runCluster(
         10,
       )
       const burstMs = performance.now() - burstStartedMs
+      const cpu = await cpuUsed()
+      const storedMs = await completion.firstCompleteMs(await masterLogLength(primary, 'tree'))
+      const again = join(root, `burst-copy-${replicaCount}`)
+      const copyStartedMs = performance.now()
+      execFileSync('cp', ['-r', burst, again])
+      execFileSync('sync')
+      const copyMs = performance.now() - copyStartedMs
+      await rm(again, { recursive: true })
       console.log(
-        `burst of ${BURST_FILES} new 4 KiB files on all ${replicaCount} replica(s): ${burstMs.toFixed(0)} ms (goal < 1 s) | ${await cpuUsed()}`,
+        `burst of ${BURST_FILES} new 4 KiB files (written in ${writtenMs.toFixed(0)} ms) on all ${replicaCount} replica(s): ` +
+          `in every replica's store ${elapsed(burstStartedMs, storedMs)}, in every mirror ${burstMs.toFixed(0)} ms (goal < 1 s) | ` +
+          `the same files created again by cp -r + sync on this disk: ${copyMs.toFixed(0)} ms | ${cpu}`,
       )
     }
 
@@ -389,12 +453,20 @@ async function main(): Promise<void> {
     console.log(
       `bench:replication: ${facts.files} files, ${(facts.bytes / MiB).toFixed(0)} MiB, in network namespace ${namespace} (loopback)`,
     )
-    const raw = await rawCopy(tree, join(root, 'raw-copy'))
-    await rm(join(root, 'raw-copy'), { recursive: true, force: true })
-    console.log(
-      `reference: tar over one TCP socket: ${mibPerSecond(facts.bytes, raw.copyMs).toFixed(1)} MiB/s, ` +
-        `with sync ${mibPerSecond(facts.bytes, raw.copyAndSyncMs).toFixed(1)} MiB/s`,
-    )
+    const raws = new Map<number, { copyMs: number; copyAndSyncMs: number }>()
+    for (const replicaCount of REPLICA_COUNTS) {
+      const destinations = Array.from({ length: replicaCount }, (_, index) =>
+        join(root, `raw-copy-${index}`),
+      )
+      const raw = await rawCopy(tree, destinations)
+      for (const destination of destinations)
+        await rm(destination, { recursive: true, force: true })
+      raws.set(replicaCount, raw)
+      console.log(
+        `reference: tar over TCP to ${replicaCount} destination(s) at once: ${mibPerSecond(facts.bytes, raw.copyMs).toFixed(1)} MiB/s, ` +
+          `with sync ${mibPerSecond(facts.bytes, raw.copyAndSyncMs).toFixed(1)} MiB/s`,
+      )
+    }
     // Only the nodes inherit this: the benchmark itself and the raw copy are not profiled.
     if (PROFILE_DIRECTORY !== undefined) {
       process.env['CPU_PROFILE_DIR'] = PROFILE_DIRECTORY
@@ -405,7 +477,7 @@ async function main(): Promise<void> {
       const copy = join(root, `tree-${replicaCount}`)
       // Each cluster gets a fresh copy, so that edits made for one do not change the next one's tree.
       execFileSync('cp', ['-a', tree, copy])
-      await runCluster(root, copy, facts, replicaCount, raw)
+      await runCluster(root, copy, facts, replicaCount, raws.get(replicaCount)!)
     }
   } finally {
     execFileSync('ip', ['netns', 'delete', namespace])

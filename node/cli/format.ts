@@ -1,5 +1,6 @@
 // Human-readable output of the command line: tables for people, `--json` for scripts.
 import Table from 'cli-table3'
+import type { LocalStatus } from '../daemon/status-service.ts'
 import type {
   DatasetListing,
   PendingNode,
@@ -74,6 +75,27 @@ export function formatStatus(report: StatusReport): string {
       ),
     )
   }
+  return lines.join('\n')
+}
+
+export function formatLocalStatus(local: LocalStatus): string {
+  const lines = [`node ${local.peerId}  raft ${local.raftRole}  term ${local.term}`]
+  if (local.datasets.length === 0) lines.push('no datasets here')
+  else
+    lines.push(
+      table(
+        ['dataset', 'role', 'log', 'complete', 'mirrored', 'bytes pending', 'fetched'],
+        local.datasets.map((dataset) => [
+          dataset.id,
+          dataset.role,
+          dataset.logLength,
+          dataset.completeLength,
+          dash(dataset.mirroredLength),
+          formatBytes(dataset.bytesPending),
+          formatBytes(dataset.bytesFetched),
+        ]),
+      ),
+    )
   return lines.join('\n')
 }
 

@@ -6,7 +6,13 @@ import { join } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { callControl } from '../control/control-client.ts'
 import { CONTROL_SOCKET_NAME } from '../daemon/data-directory.ts'
-import { formatDatasets, formatPending, formatStatus, formatVersions } from './format.ts'
+import {
+  formatDatasets,
+  formatLocalStatus,
+  formatPending,
+  formatStatus,
+  formatVersions,
+} from './format.ts'
 
 const ROLES = ['primary', 'repli-master', 'replica', 'secondary'] as const
 
@@ -292,13 +298,17 @@ program
     console.log('pruned')
   })
 
-reportCommand(
-  program,
-  'status',
-  'nodes, their Raft roles, and each replica’s lag',
-  'status',
-  formatStatus,
-)
+program
+  .command('status')
+  .description('nodes, their Raft roles, and each replica’s lag')
+  .addOption(dataOption())
+  .option('--json', 'print JSON', false)
+  .option('--local', "this node's own view only, without asking the others", false)
+  .action(async (options: { data: string; json: boolean; local: boolean }) => {
+    if (options.local)
+      print(await control(options.data, 'localStatus'), options.json, formatLocalStatus)
+    else print(await control(options.data, 'status'), options.json, formatStatus)
+  })
 
 program
   .command('versions <dataset/path>')

@@ -19,6 +19,10 @@ export function registerControlMethods(control: ControlServer, node: ClusterNode
     node.admin.execute(value)
 
   control.register('status', { params: z.strictObject({}), handle: () => node.status.report() })
+  control.register('localStatus', {
+    params: z.strictObject({}),
+    handle: async () => node.status.local(),
+  })
   control.register('pending', {
     params: z.strictObject({}),
     handle: async () => node.joins.pending(),

@@ -10,6 +10,8 @@ import { join } from 'node:path'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { TestCluster, waitFor, waitForSameTree } from './helpers/cluster.ts'
 import type { StatusReport, VersionListing } from '../../node/daemon/status-types.ts'
+import type { LocalStatus } from '../../node/daemon/status-service.ts'
+import { runCli } from '../../node/cli/local-node.ts'
 
 let root = ''
 let cluster: TestCluster
@@ -102,6 +104,14 @@ test('status shows no lag once the replicas have everything', async () => {
     ],
   )
   assert.is(status.leader, 'alpha')
+  // A replica's own view, without asking the others: the same lengths as the master's log.
+  const beta = cluster.node('beta')
+  const local = (await beta.control('localStatus')) as LocalStatus
+  const docs = local.datasets.find((dataset) => dataset.id === 'docs')
+  const masterLength = status.replication.find((lag) => lag.replica === 'beta')?.masterLength
+  assert.equal([docs?.role, docs?.completeLength], ['replica', masterLength])
+  const printed = await runCli(['status', '--local', '--data', beta.dataDirectory])
+  assert.match(printed, /│ docs +│ replica +│ \d+ +│ \d+ +│/)
 })
 
 test('a replica lists the versions of a file and restores the first byte for byte', async () => {
