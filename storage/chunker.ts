@@ -154,15 +154,29 @@ export function hashChunk(bytes: Uint8Array): ChunkHash {
 
 /**
  * A chunk whose hash this process computed from its bytes, so the chunk store may take it
- * without hashing it again. Only hashedChunk() makes one: each is frozen and
- * remembered in a set, and no cast can forge one (the store asserts the mark). Chunks from
- * anywhere else, a peer above all, are plain Chunks that put() verifies.
+ * without hashing it again. Only hashedChunk() makes one, and the one holder of the marker
+ * (below): each is frozen and remembered in a set, and no cast can forge one (the store
+ * asserts the mark). Chunks from anywhere else, a peer above all, are plain Chunks that
+ * put() verifies.
  */
 export type HashedChunk = Chunk & { readonly __hashedHere: true }
 const hashedHere = new WeakSet<Chunk>()
+let markerTaken = false
 
 export function isHashedChunk(chunk: Chunk): chunk is HashedChunk {
   return hashedHere.has(chunk)
+}
+
+/**
+ * Hands out the marker once, to the module that hashes this process's own read buffers in
+ * this process's own worker thread (storage/hash-worker-client.ts, which takes it when it
+ * loads): a hash computed there is computed in this process. Taking it twice is a
+ * programmer error, so no other module can mark chunks it did not hash.
+ */
+export function takeHashedChunkMarker(): (hash: ChunkHash, bytes: Uint8Array) => HashedChunk {
+  assert(!markerTaken, 'the hashed-chunk marker is taken once, by the hashing worker client')
+  markerTaken = true
+  return markHashed
 }
 
 function markHashed(hash: ChunkHash, bytes: Uint8Array): HashedChunk {
