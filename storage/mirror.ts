@@ -148,8 +148,12 @@ export class Mirror {
     const retryDelayMs = options.retryDelayMs ?? FOLLOW_RETRY_DELAY_MS
     while (!signal.aborted) {
       try {
-        await this.applyTo(await this.reader.index.catchUp())
-        await this.log.waitForLength(this.reader.index.indexedLength + 1, signal)
+        const indexed = await this.reader.index.catchUp()
+        await this.applyTo(indexed)
+        // On a replica the index waits for chunks to be complete: look again in a while.
+        if (this.log.length > indexed)
+          await sleep(retryDelayMs, undefined, { signal }).catch(() => undefined)
+        else await this.log.waitForLength(indexed + 1, signal)
       } catch (error) {
         if (signal.aborted || isClusterError(error, 'CLOSED')) return
         if (!isClusterError(error, 'NOT_FOUND')) throw error

@@ -7,6 +7,7 @@ import { mkdir, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import Corestore from 'corestore'
 import { ClassicLevel } from 'classic-level'
+import { assert } from '../consensus/assert.ts'
 import { ClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkHash, ChunkStoreApi, PruneOptions } from './chunk-types.ts'
 import { ChunkStore, type ChunkStoreOptions } from './chunk-store.ts'
@@ -27,6 +28,9 @@ import { VersionIndex, type LevelDatabase, type RecoveryPoint } from './version-
 import { VersionLog } from './version-log.ts'
 import { checkLabel, datasetId, type DatasetId } from './version-record.ts'
 
+/** Where a replica keeps how far its copy is complete (every chunk held), in its settings. */
+const COMPLETE_LENGTH_KEY = 'completeLength'
+
 export class Dataset {
   readonly id: DatasetId
   readonly log: VersionLog
@@ -36,6 +40,7 @@ export class Dataset {
   private readonly scanState: LevelDatabase
   private readonly settings: LevelDatabase
   private readonly nowMs: () => number
+  private readonly complete: CompleteLength
   private queue: Promise<unknown> = Promise.resolve()
 
   constructor(options: {
@@ -46,8 +51,10 @@ export class Dataset {
     scanState: LevelDatabase
     settings: LevelDatabase
     nowMs: () => number
+    complete: CompleteLength
   }) {
     this.id = options.id
+    this.complete = options.complete
     this.nowMs = options.nowMs
     this.log = options.log
     this.index = options.index
@@ -87,6 +94,28 @@ export class Dataset {
       await this.index.catchUp()
       return { label, timeMs: pointMs, seq: firstSeq, length: firstSeq + 1 }
     })
+  }
+
+  /**
+   * On a replica: how many records its copy holds complete, every chunk they name stored
+   * durably (0 until its sync says more; null on the master, whose whole log counts). The
+   * index, and so every listing, restore and retention decision, goes no further.
+   */
+  get completeLength(): number | null {
+    return this.complete.length
+  }
+
+  /** A replica's sync has stored every chunk of the first `length` records durably. */
+  async markComplete(length: number): Promise<void> {
+    assert(!this.log.writable, 'only a replica tracks how far it is complete')
+    assert(
+      Number.isSafeInteger(length) && length >= 0 && length <= this.log.length,
+      'a length of the log',
+    )
+    if (this.complete.length !== null && length <= this.complete.length) return
+    this.complete.length = length
+    // Not synced: a lost write only means the sync looks at those records again.
+    await this.settings.put(COMPLETE_LENGTH_KEY, String(length))
   }
 
   /** Indexes what the log gained (replication, or appends by this node). */
@@ -225,7 +254,14 @@ export class NodeStore {
       const sublevel = (name: string): LevelDatabase =>
         database.sublevel(['dataset', id, name]) as unknown as LevelDatabase
       try {
-        const index = await VersionIndex.open({ database, datasetId: id, log })
+        const settings = sublevel('settings')
+        const complete = { length: log.writable ? null : await loadCompleteLength(settings) }
+        const index = await VersionIndex.open({
+          database,
+          datasetId: id,
+          log,
+          indexableLength: () => complete.length ?? Number.POSITIVE_INFINITY,
+        })
         // Registered before first use: prune must count it even if never opened again.
         await this.registry.register({ id, keyHex: log.keyHex, own: log.writable })
         return new Dataset({
@@ -234,8 +270,9 @@ export class NodeStore {
           index,
           chunkStore: this.chunkStore,
           scanState: sublevel('scan'),
-          settings: sublevel('settings'),
+          settings,
           nowMs: this.nowMs,
+          complete,
         })
       } catch (error) {
         await log.close().catch(() => undefined)
@@ -246,6 +283,17 @@ export class NodeStore {
     opening.catch(() => this.datasets.delete(id))
     return opening
   }
+}
+
+interface CompleteLength {
+  length: number | null
+}
+
+async function loadCompleteLength(settings: LevelDatabase): Promise<number> {
+  const text = await settings.get(COMPLETE_LENGTH_KEY)
+  const length = Number(text ?? 0)
+  // A damaged value is as good as none: the sync looks at the whole log again.
+  return Number.isSafeInteger(length) && length >= 0 ? length : 0
 }
 
 /**

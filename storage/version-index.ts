@@ -107,25 +107,43 @@ export class VersionIndex {
   private readonly derived: LevelDatabase
   private readonly pruned: LevelDatabase
   private readonly log: VersionLogReader
+  /** How far the log may be indexed: all of it, or on a replica what it holds complete. */
+  private readonly indexableLength: () => number
   private meta: IndexMeta
   private queue: Promise<unknown> = Promise.resolve()
   /** Why the last open or reindex rebuilt the index (null: it was consistent). */
   rebuildReason: string | null = null
 
-  private constructor(database: LevelDatabase, datasetId: DatasetId, log: VersionLogReader) {
+  private constructor(
+    database: LevelDatabase,
+    datasetId: DatasetId,
+    log: VersionLogReader,
+    indexableLength: () => number,
+  ) {
+    this.indexableLength = indexableLength
     this.derived = database.sublevel(['dataset', datasetId, 'index']) as unknown as LevelDatabase
     this.pruned = database.sublevel(['dataset', datasetId, 'pruned']) as unknown as LevelDatabase
     this.log = log
     this.meta = emptyMeta(log.keyHex)
   }
 
-  /** Opens the dataset's index, rebuilds it if it disagrees with the log, and catches up. */
+  /**
+   * Opens the dataset's index, rebuilds it if it disagrees with the log, and catches up.
+   * `indexableLength` bounds what is indexed (a replica indexes only the records whose
+   * chunks it holds, so that it never lists a version it cannot restore); by default, all.
+   */
   static async open(options: {
     database: LevelDatabase
     datasetId: DatasetId
     log: VersionLogReader
+    indexableLength?: () => number
   }): Promise<VersionIndex> {
-    const index = new VersionIndex(options.database, options.datasetId, options.log)
+    const index = new VersionIndex(
+      options.database,
+      options.datasetId,
+      options.log,
+      options.indexableLength ?? (() => Number.POSITIVE_INFINITY),
+    )
     await index.exclusive(async () => {
       const problem = await index.checkConsistency()
       if (problem !== null) await index.clear(problem)
@@ -143,10 +161,10 @@ export class VersionIndex {
     return this.meta.invalidRecords
   }
 
-  /** Indexes every record the log holds now; returns the indexed length. */
+  /** Indexes every record the log holds now (as far as it may); returns the indexed length. */
   catchUp(): Promise<number> {
     return this.exclusive(async () => {
-      const target = this.log.length
+      const target = Math.min(this.log.length, this.indexableLength())
       while (this.meta.indexedLength < target) {
         const end = Math.min(target, this.meta.indexedLength + INDEX_BATCH_RECORDS_MAX)
         await this.indexBatch(end)
@@ -300,6 +318,8 @@ export class VersionIndex {
       return 'index marker is damaged'
     if (meta.indexedLength > this.log.length)
       return `index reaches ${meta.indexedLength} but the log holds ${this.log.length}`
+    if (meta.indexedLength > this.indexableLength())
+      return `index reaches ${meta.indexedLength} but only ${this.indexableLength()} records are complete here`
     if ((await this.log.fingerprint(meta.indexedLength)) !== meta.fingerprint)
       return 'the log differs from what was indexed'
     const { count, digest } = await this.digestEntries()

@@ -51,10 +51,13 @@ export class ReplicaDataset {
 
   constructor(options: ReplicaDatasetOptions) {
     this.#options = options
+    // What an earlier run completed is indexed and mirrored first thing.
+    this.#applyTarget = options.dataset.completeLength ?? 0
     this.#sync = new ReplicaSync({
       log: options.dataset.log,
       fetcher: options.fetcher,
       sources: options.chunkSources,
+      startLength: options.dataset.completeLength ?? 0,
       onComplete: (length) => this.#completed(length),
       onWarning: (message) => options.log(`dataset ${this.id}: ${message}`),
     })
@@ -132,6 +135,15 @@ export class ReplicaDataset {
 
   /** Called in log order by the chunk sync: records up to `length` are complete. */
   #completed(length: number): void {
+    // The dataset takes the new length at once (its index may go that far now) and keeps
+    // it for the next start.
+    this.#options.dataset
+      .markComplete(length)
+      .catch((error: unknown) =>
+        this.#options.log(
+          `dataset ${this.id}: cannot keep the complete length ${length}: ${(error as Error).message}`,
+        ),
+      )
     this.#applyTarget = Math.max(this.#applyTarget, length)
     this.#wakeApply?.()
   }

@@ -63,6 +63,11 @@ export interface ReplicaSyncOptions {
   readonly fetcher: ChunkFetch
   /** Peers that may hold the chunks, best first (the master, then the other replicas). */
   readonly sources: () => readonly string[]
+  /**
+   * Records known complete already (persisted by an earlier run): the sync starts after
+   * them, so a restart neither looks at them again nor fetches what retention dropped.
+   */
+  readonly startLength?: number
   /** Told, in order, each time more records are complete (index them, update the mirror). */
   readonly onComplete: (length: number) => void
   readonly onWarning: (message: string) => void
@@ -121,6 +126,7 @@ export class ReplicaSync {
 
   constructor(options: ReplicaSyncOptions) {
     this.#options = options
+    this.#completeLength = options.startLength ?? 0
   }
 
   /** Records held here with every chunk they name. */

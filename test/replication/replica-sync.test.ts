@@ -71,6 +71,8 @@ class LocalFetch implements ChunkFetch {
 interface Setup {
   readonly root: string
   readonly dataset: Dataset
+  /** The master's chunk store. */
+  readonly source: ChunkStoreApi
   readonly target: ChunkStoreApi
   readonly fetch: LocalFetch
   /** Every length the sync declared complete, in the order it did. */
@@ -105,7 +107,16 @@ async function withSync(
         onWarning: (message) => warnings.push(message),
       })
       syncing = sync.run(running.signal)
-      await body({ root, dataset, target, fetch, completed, warnings, sync })
+      await body({
+        root,
+        dataset,
+        source: store.chunkStore,
+        target,
+        fetch,
+        completed,
+        warnings,
+        sync,
+      })
     } finally {
       running.abort()
       await syncing
@@ -194,6 +205,44 @@ test('a round that lacks a chunk is retried until it can be had; a later round t
     },
   )
 })
+
+test('a sync that starts at a complete length looks at nothing before it', () =>
+  withSync(
+    async (root) => writeDatasetFile(root, 'old.bin', contentBytes('old', MiB)),
+    async ({ root, dataset, source }) => {
+      await dataset.scan(root)
+      const startLength = dataset.log.length
+      await withTempDir(async (directory) => {
+        const target = await ChunkStore.open(join(directory, 'restarted-chunks'))
+        const running = new AbortController()
+        const fetch = new LocalFetch(source, target)
+        const sync = new ReplicaSync({
+          log: dataset.log,
+          fetcher: fetch,
+          sources: () => ['master'],
+          startLength,
+          onComplete: () => undefined,
+          onWarning: () => undefined,
+        })
+        const syncing = sync.run(running.signal)
+        try {
+          assert.is(sync.completeLength, startLength)
+          const fresh = contentBytes('new', MiB)
+          await writeDatasetFile(root, 'new.bin', fresh)
+          await dataset.scan(root)
+          await waitUntil('the new record', () => sync.completeLength === dataset.log.length)
+          for (const chunk of chunkBytes(fresh)) assert.ok(await target.has(chunk.hash))
+          // The records before the start (what retention may have dropped) are not fetched.
+          for (const chunk of chunkBytes(contentBytes('old', MiB)))
+            assert.not.ok(await target.has(chunk.hash))
+        } finally {
+          running.abort()
+          await syncing
+          await target.close()
+        }
+      })
+    },
+  ))
 
 test('a patch record is complete only when the replica holds every chunk of the patched version', () => {
   const big = contentBytes('big', 8 * MiB)

@@ -131,6 +131,8 @@ test('a replica mirrors a log it receives by replication, live, once the chunks 
     masterSide.pipe(replicaSide).pipe(masterSide)
     const copy = await replica.replicaDataset('dataset', own.log.core.key)
     await copy.log.waitForLength(own.log.length, AbortSignal.timeout(20_000))
+    // What a replica's sync says once the chunks are here: only then is the copy indexed.
+    await copy.markComplete(copy.log.length)
     await copy.refresh()
     const mirror = await copy.openMirror(join(directory, 'mirror'))
     await mirror.applyTo()
@@ -141,6 +143,8 @@ test('a replica mirrors a log it receives by replication, live, once the chunks 
     await changeEverything(own, root)
     await sleep(200)
     await copyChunks()
+    await copy.log.waitForLength(own.log.length, AbortSignal.timeout(20_000))
+    await copy.markComplete(own.log.length)
     for (let waitedMs = 0; mirror.appliedLength < own.log.length; waitedMs += 50) {
       assert.ok(waitedMs < 20_000, 'the mirror caught up in time')
       await sleep(50)

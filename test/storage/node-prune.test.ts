@@ -207,6 +207,7 @@ test('datasets not opened since the node started still count: own ones and repli
         for await (const hash of master.referencedChunks())
           await node.chunkStore.put(hash, await master.chunkStore.get(hash))
         await node.chunkStore.flush()
+        await replica.markComplete(replica.log.length)
         masterSide.destroy()
         replicaSide.destroy()
         return { key: own.log.core.key, versions }
