@@ -182,7 +182,7 @@ export class VersionIndex {
   /** Every version of `path`, oldest first. */
   async versionsOf(path: DatasetPath, limit = VERSIONS_LIST_MAX): Promise<VersionEntry[]> {
     const entries: VersionEntry[] = []
-    for await (const value of this.derived.values({
+    for await (const [, value] of readRange(this.derived, {
       gt: versionKeyPrefix(path),
       lt: `${VERSION_PREFIX}${path}${AFTER_SEPARATOR}`,
       limit: Math.min(limit, VERSIONS_LIST_MAX),
@@ -193,7 +193,7 @@ export class VersionIndex {
 
   /** Every version of every path, in key order (path, then seq). */
   async *allVersions(): AsyncGenerator<VersionEntry> {
-    for await (const value of this.derived.values({ gte: VERSION_PREFIX, lt: VERSION_END }))
+    for await (const [, value] of readRange(this.derived, { gte: VERSION_PREFIX, lt: VERSION_END }))
       yield parseEntry(value)
   }
 
@@ -228,7 +228,7 @@ export class VersionIndex {
           ]
     for (const [gt, lt] of ranges) {
       let current: VersionEntry | null = null
-      for await (const value of this.derived.values({ gt: gt!, lt: lt! })) {
+      for await (const [, value] of readRange(this.derived, { gt: gt!, lt: lt! })) {
         const entry = parseEntry(value)
         if (current !== null && entry.path !== current.path) {
           if (current.kind !== 'deleted') yield current
@@ -266,10 +266,7 @@ export class VersionIndex {
 
   async recoveryPoints(): Promise<RecoveryPoint[]> {
     const points: RecoveryPoint[] = []
-    for await (const value of this.derived.values({
-      gte: POINT_PREFIX,
-      lt: POINT_END,
-    }))
+    for await (const [, value] of readRange(this.derived, { gte: POINT_PREFIX, lt: POINT_END }))
       points.push(parsePoint(value))
     return points.sort((a, b) => a.seq - b.seq)
   }
@@ -297,7 +294,7 @@ export class VersionIndex {
   /** Every pruned seq. */
   async prunedSeqs(): Promise<Set<LogSeq>> {
     const seqs = new Set<LogSeq>()
-    for await (const key of this.pruned.keys()) seqs.add(logSeq(Number(key)))
+    for await (const [key] of readRange(this.pruned)) seqs.add(logSeq(Number(key)))
     return seqs
   }
 
@@ -331,7 +328,7 @@ export class VersionIndex {
   private async digestEntries(): Promise<{ count: number; digest: string }> {
     const digest = Buffer.alloc(DIGEST_BYTES)
     let count = 0
-    for await (const [key, value] of this.derived.iterator()) {
+    for await (const [key, value] of readRange(this.derived)) {
       if (key === META_KEY) continue
       xorInto(digest, entryHash(key, value))
       count++
@@ -523,6 +520,31 @@ async function isWholeVersion(
   } catch (error) {
     if (isClusterError(error, 'BAD_MESSAGE')) return false
     throw error
+  }
+}
+
+/** Entries read from a database iterator per step of an iteration. */
+const ITERATION_STEP_ENTRIES_MAX = 1000
+
+/**
+ * The entries in a range, read a step at a time through an iterator this function closes.
+ * Not abstract-level's own async iteration: when the database closed under it mid-way (a
+ * node stopping during a restore), its rejection was handled a turn late, which Node takes
+ * for an unhandled rejection, and by default a process dies of one.
+ */
+async function* readRange(
+  database: LevelDatabase,
+  range: { gt?: string; gte?: string; lt?: string; limit?: number } = {},
+): AsyncGenerator<[key: string, value: string]> {
+  const iterator = database.iterator(range)
+  try {
+    for (;;) {
+      const step = await iterator.nextv(ITERATION_STEP_ENTRIES_MAX)
+      if (step.length === 0) return
+      yield* step
+    }
+  } finally {
+    await iterator.close()
   }
 }
 
