@@ -23,6 +23,7 @@ import {
   type FileIdentity,
 } from './ingest.ts'
 import type { FileEntry, LevelDatabase, LiveEntry, VersionIndex } from './version-index.ts'
+import { forEachBounded } from './for-each-bounded.ts'
 import { patchBaseOf, type PatchBase } from './version-content.ts'
 import type { VersionLogWriter } from './version-log.ts'
 import {
@@ -193,24 +194,53 @@ export class DatasetScanner {
 
     // 1. Deletes that do not wait for a rename, deepest first.
     for (const entry of sortDeepestFirst(deleteNow)) await run.delete(entry.path)
-    // 2. Files and links, in path order.
-    for (const [path, now] of [...found].sort(([a], [b]) => compare(a, b))) {
-      options.signal?.throwIfAborted()
-      const before = previous.get(path)
-      if (now.type === 'symlink') {
-        if (before?.kind !== 'symlink' || before.target !== now.target)
-          await run.add([{ kind: 'symlink', path, target: now.target }], {
+    // 2. Files and links, recorded in path order; files are read several at once ahead of
+    // their turn, so that one file's reads and stores overlap the next ones'.
+    const ahead = new ReadAhead()
+    const recordInOrder = async (item: ReadAheadItem): Promise<void> => {
+      const { path, before } = item
+      if (item.read === null) {
+        const target = (found.get(path) as Found & { type: 'symlink' }).target
+        if (before?.kind !== 'symlink' || before.target !== target)
+          await run.add([{ kind: 'symlink', path, target }], {
             kind: 'symlink',
             path,
             from: null,
             version: null,
           })
-      } else if (now.type === 'file') {
+        return
+      }
+      const source = renameSources.get(path)
+      const sourceEntry = source === undefined ? null : (previous.get(source) as FileEntry)
+      const fileBefore = before?.kind === 'file' ? before : null
+      if (await run.record(path, await item.read, fileBefore, sourceEntry))
+        unrenamed.delete(source!)
+    }
+    try {
+      for (const [path, now] of [...found].sort(([a], [b]) => compare(a, b))) {
+        options.signal?.throwIfAborted()
+        if (now.type === 'directory') continue
+        const before = previous.get(path) ?? null
+        if (now.type === 'symlink') {
+          await ahead.push({ path, before, read: null, bytes: 0 }, recordInOrder)
+          continue
+        }
         const source = renameSources.get(path)
         const sourceEntry = source === undefined ? null : (previous.get(source) as FileEntry)
         const fileBefore = before?.kind === 'file' ? before : null
-        if (await run.file(path, now.identity, fileBefore, sourceEntry)) unrenamed.delete(source!)
+        await ahead.push(
+          {
+            path,
+            before,
+            read: run.read(path, now.identity, fileBefore, sourceEntry),
+            bytes: now.identity.sizeBytes,
+          },
+          recordInOrder,
+        )
       }
+      await ahead.drain(recordInOrder)
+    } finally {
+      await ahead.settle()
     }
     // 3. Rename sources that were not renamed after all, and the directories that held them.
     const leftover = [...unrenamed].map((source) => previous.get(source)!)
@@ -291,14 +321,17 @@ export class DatasetScanner {
     }
     const stack: (DatasetPath | '')[] = scopes === null ? [''] : []
     // A listed entry that is gone is a fault (its last version stays); a scope that is gone is a delete.
-    const examine = async (path: DatasetPath, listed: boolean): Promise<void> => {
+    const examine = async (
+      path: DatasetPath,
+      listed: boolean,
+      looked: BigIntStats | { readonly error: unknown },
+    ): Promise<void> => {
       if (found.size >= SCAN_ENTRIES_MAX)
         throw ClusterError.refused(`dataset ${root} has more than ${SCAN_ENTRIES_MAX} entries`)
       const absolute = join(root, path)
-      let stats: BigIntStats
-      try {
-        stats = await lstat(absolute, { bigint: true })
-      } catch (error) {
+      const stats = looked
+      if ('error' in stats) {
+        const { error } = stats
         const vanished = isVanished(error)
         if (vanished && !listed) return
         warn(path, vanished ? 'VANISHED' : 'UNREADABLE', `cannot stat (${errorCode(error)})`)
@@ -325,16 +358,23 @@ export class DatasetScanner {
         )
       }
     }
+    // Entries are looked at many at once, then taken in order, so warnings keep their order.
+    const examineAll = async (paths: readonly DatasetPath[], listed: boolean): Promise<void> => {
+      const looked = await lstatAll(paths.map((path) => join(root, path)))
+      for (const [index, path] of paths.entries()) await examine(path, listed, looked[index]!)
+    }
     const parents = new Map<DatasetPath, ParentState>()
+    const scopesInDirectories: DatasetPath[] = []
     for (const scope of scopes ?? []) {
       const parent = await checkParents(root, scope, parents)
       if (parent === 'directory') {
-        await examine(scope, false)
+        scopesInDirectories.push(scope)
       } else if (parent !== 'absent') {
         warn(scope, 'UNREADABLE', `cannot stat ${parent.path} (${errorCode(parent.error)})`)
         unknown.add(scope)
       }
     }
+    await examineAll(scopesInDirectories, false)
     while (stack.length > 0) {
       const directory = stack.pop()!
       let names: Buffer[]
@@ -351,6 +391,7 @@ export class DatasetScanner {
         unknown.add(directory)
         continue
       }
+      const listed: DatasetPath[] = []
       for (const nameBytes of names) {
         const name = decodeName(nameBytes)
         const shown = `${directory === '' ? '' : `${directory}/`}${name ?? escapeBytes(nameBytes)}`
@@ -363,8 +404,9 @@ export class DatasetScanner {
           warn(shown, 'PATH_TOO_LONG', `${problem}; skipped`)
           continue
         }
-        await examine(shown as DatasetPath, true)
+        listed.push(shown as DatasetPath)
       }
+      await examineAll(listed, true)
     }
     return { found, unknown }
   }
@@ -394,6 +436,86 @@ export class DatasetScanner {
       return null
     }
     return target
+  }
+}
+
+/** lstat() calls a walk has in flight at once. */
+export const LSTATS_IN_FLIGHT_MAX = 32
+
+/** The lstat of every path (or why it failed), at most LSTATS_IN_FLIGHT_MAX at once. */
+async function lstatAll(
+  absolutePaths: readonly string[],
+): Promise<(BigIntStats | { readonly error: unknown })[]> {
+  const looked: (BigIntStats | { readonly error: unknown })[] = new Array(absolutePaths.length)
+  const indexes = absolutePaths.map((_, index) => index)
+  await forEachBounded(indexes, LSTATS_IN_FLIGHT_MAX, async (index) => {
+    looked[index] = await lstat(absolutePaths[index]!, { bigint: true }).catch(
+      (error: unknown) => ({ error }),
+    )
+  })
+  return looked
+}
+
+/** What read() found of a file, for record() to act on in its turn. */
+type FileRead =
+  | { readonly kind: 'known' }
+  | { readonly kind: 'skipped'; readonly problem: ClusterError }
+  | {
+      readonly kind: 'read'
+      readonly version: FileVersion
+      readonly identity: FileIdentity
+      readonly patchBase: PatchBase | null
+    }
+
+/** A file being read ahead of its turn (or a link, with nothing to read), in path order. */
+interface ReadAheadItem {
+  readonly path: DatasetPath
+  readonly before: LiveEntry | null
+  readonly read: Promise<FileRead> | null
+  readonly bytes: number
+}
+
+/**
+ * Files read ahead at once, and their bytes: small files overlap many at once (each is a
+ * few file system calls that wait on the thread pool), big ones few (each holds its read
+ * buffers); one file bigger than the byte bound is read alone.
+ */
+export const READ_AHEAD_FILES_MAX = 16
+export const READ_AHEAD_BYTES_MAX = 32 * 1024 * 1024
+
+/** Items in path order; each is recorded in its turn once the window must make room. */
+class ReadAhead {
+  readonly #items: ReadAheadItem[] = []
+  #bytes = 0
+
+  /** Adds an item, first recording the oldest ones until the new one fits the window. */
+  async push(item: ReadAheadItem, record: (item: ReadAheadItem) => Promise<void>): Promise<void> {
+    item.read?.catch(() => undefined) // awaited in its turn, or by settle()
+    while (
+      this.#items.length > 0 &&
+      (this.#items.length >= READ_AHEAD_FILES_MAX ||
+        this.#bytes + item.bytes > READ_AHEAD_BYTES_MAX)
+    )
+      await this.#recordOldest(record)
+    this.#items.push(item)
+    this.#bytes += item.bytes
+  }
+
+  async drain(record: (item: ReadAheadItem) => Promise<void>): Promise<void> {
+    while (this.#items.length > 0) await this.#recordOldest(record)
+  }
+
+  /** Waits for every read still running (after a failure: nothing is left behind the scan). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#items.splice(0).map((item) => item.read))
+    this.#bytes = 0
+  }
+
+  async #recordOldest(record: (item: ReadAheadItem) => Promise<void>): Promise<void> {
+    const oldest = this.#items[0]!
+    await record(oldest)
+    this.#items.shift()
+    this.#bytes -= oldest.bytes
   }
 }
 
@@ -429,15 +551,16 @@ class ScanRun {
   }
 
   /**
-   * Examines one regular file: unchanged by its identity, or read and then recorded as a
-   * rename of `source`, a new version, or nothing new. Returns true when it was a rename.
+   * Examines one regular file, the part that may run beside other files: nothing when its
+   * identity shows it unchanged, else it is read (its chunks stored) and compared later by
+   * record(), in path order.
    */
-  async file(
+  async read(
     path: DatasetPath,
     identity: FileIdentity,
     before: FileEntry | null,
     source: FileEntry | null,
-  ): Promise<boolean> {
+  ): Promise<FileRead> {
     const known = this.state.get(path)
     if (
       source === null &&
@@ -447,39 +570,63 @@ class ScanRun {
       !known.racy &&
       sameIdentity(known.identity, identity)
     )
-      return false
+      return { kind: 'known' }
     const ingested = await ingestFile({
       absolutePath: join(this.options.directory, path),
       path,
       chunkStore: this.options.chunkStore,
       ...(this.hooks.signal === undefined ? {} : { signal: this.hooks.signal }),
     })
-    if (ingested.kind === 'skipped') {
-      const { code, message } = ingested.problem
+    if (ingested.kind === 'skipped') return { kind: 'skipped', problem: ingested.problem }
+    const { version } = ingested
+    const changed =
+      !(source !== null && sameContent(version, source)) &&
+      !(before !== null && sameContent(version, before))
+    return {
+      kind: 'read',
+      version,
+      identity: ingested.identity,
+      patchBase: changed ? await this.patchBase(version, before) : null,
+    }
+  }
+
+  /**
+   * Records what read() found, in path order: a rename of `source`, a new version, or
+   * nothing new. Returns true when it was a rename.
+   */
+  async record(
+    path: DatasetPath,
+    found: FileRead,
+    before: FileEntry | null,
+    source: FileEntry | null,
+  ): Promise<boolean> {
+    if (found.kind === 'known') return false
+    if (found.kind === 'skipped') {
+      const { code, message } = found.problem
       const warning =
         code === 'NOT_FOUND' ? 'VANISHED' : code === 'IO_ERROR' ? 'UNREADABLE' : 'FILE_UNSTABLE'
       this.warnings.push({ path, code: warning, message })
       return false
     }
-    const { version } = ingested
+    const { version, identity } = found
     this.filesRead++
     this.bytesRead += version.sizeBytes
     if (source !== null && sameContent(version, source)) {
       await this.add(
         [{ kind: 'rename', from: source.path, to: path }],
         { kind: 'rename', path, from: source.path, version },
-        ingested.identity,
+        identity,
       )
       return true
     }
     if (before !== null && sameContent(version, before)) {
-      this.unchanged.push({ path, identity: ingested.identity, seq: before.seq })
+      this.unchanged.push({ path, identity, seq: before.seq })
       return false
     }
     await this.add(
-      fileVersionDrafts(version, await this.patchBase(version, before)),
+      fileVersionDrafts(version, found.patchBase),
       { kind: 'put', path, from: null, version },
-      ingested.identity,
+      identity,
       version.sizeBytes,
     )
     return false

@@ -22,7 +22,13 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { assert } from '../consensus/assert.ts'
 import { ClusterError } from '../consensus/cluster-error.ts'
 import { CHUNK_SIZE_MAX_BYTES } from './chunk-types.ts'
-import { ContentChunker, hashedChunk, type FileHash, type HashedChunk } from './chunker.ts'
+import {
+  ContentChunker,
+  findChunkEnds,
+  hashedChunk,
+  type FileHash,
+  type HashedChunk,
+} from './chunker.ts'
 import {
   TURNS_HASHING_PER_FILE_MAX,
   startFileHashing,
@@ -59,7 +65,19 @@ assert(READ_BUFFERS_PER_FILE > TURNS_HASHING_PER_FILE_MAX, 'a buffer is free whe
 export interface ChunkFileOptions {
   /** Stops the read between two reads of the file. */
   readonly signal?: AbortSignal
+  /** The file's size when last looked at: a small file is read in one read, into a small buffer. */
+  readonly sizeHintBytes?: number
 }
+
+/**
+ * A file expected to be at most this big is read whole in one read into a buffer of its own
+ * and cut in memory: a scan reads many small files at once, and a set of read buffers each
+ * (READ_BUFFERS_PER_FILE of 4 MiB) made allocation and page faults most of its time.
+ */
+export const SMALL_FILE_BYTES_MAX = 1024 * 1024
+/** Small-file buffers kept for the next files (a scan reads up to 16 files at once). */
+const SPARE_SMALL_BUFFERS_MAX = 16
+const spareSmallBuffers: Buffer[] = []
 
 /** A file or an open handle; a handle is read from offset 0 to its end and left open. */
 export type FileSource = string | FileHandle
@@ -103,6 +121,17 @@ export async function chunkAndHashFile(
 ): Promise<ReadFile> {
   const handle = typeof source === 'string' ? await openForReading(source) : source
   const name = typeof source === 'string' ? source : `file descriptor ${handle.fd}`
+  if (options.sizeHintBytes !== undefined && options.sizeHintBytes <= SMALL_FILE_BYTES_MAX) {
+    // Null when the file has grown past a small one since: then it is read as a big one.
+    const small = await chunkSmallFile(handle, name, storeChunk).catch(async (error: unknown) => {
+      if (typeof source === 'string') await handle.close()
+      throw error
+    })
+    if (small !== null) {
+      if (typeof source === 'string') await handle.close()
+      return small
+    }
+  }
   const read = new FileRead(handle, name, spareBufferSets.pop() ?? newBufferSet(), storeChunk)
   let hashing: FileHashing | null = null
   let stored: Promise<void> | null = null
@@ -135,6 +164,49 @@ export async function chunkAndHashFile(
       release()
     } else void done.then(release)
   }
+}
+
+/**
+ * Reads a small file in one read (one byte more than the limit, to see it was the whole
+ * file), hashes and cuts it here, and stores its chunks; the buffer is kept for the next
+ * small file once they are stored. Null when the file is bigger than a small one.
+ */
+async function chunkSmallFile(
+  handle: FileHandle,
+  name: string,
+  storeChunk: StoreChunk,
+): Promise<ReadFile | null> {
+  const buffer = spareSmallBuffers.pop() ?? Buffer.allocUnsafeSlow(SMALL_FILE_BYTES_MAX + 1)
+  const release = (): void => {
+    if (spareSmallBuffers.length < SPARE_SMALL_BUFFERS_MAX) spareSmallBuffers.push(buffer)
+  }
+  let bytesRead: number
+  try {
+    ;({ bytesRead } = await handle.read(buffer, 0, buffer.length, 0))
+  } catch (error) {
+    release()
+    throw fileError(error, name)
+  }
+  if (bytesRead > SMALL_FILE_BYTES_MAX) {
+    release()
+    return null
+  }
+  const bytes = buffer.subarray(0, bytesRead)
+  const fileHash = createHash('sha256').update(bytes).digest('hex') as FileHash
+  const chunks: ChunkReference[] = []
+  const stores: Promise<unknown>[] = []
+  let start = 0
+  for (const end of findChunkEnds(bytes)) {
+    const chunk = hashedChunk(bytes.subarray(start, end))
+    start = end
+    chunks.push({ hash: chunk.hash, lengthBytes: chunk.bytes.length })
+    stores.push(storeChunk(chunk))
+  }
+  assert(stores.length <= CHUNKS_IN_FLIGHT_MAX, 'a small file has a bounded number of chunks')
+  const stored = Promise.all(stores).then(() => undefined)
+  stored.catch(() => undefined) // the caller's to await; until then, not unhandled
+  void Promise.allSettled(stores).then(release)
+  return { file: { fileHash, sizeBytes: bytesRead, chunks }, stored }
 }
 
 /** Hashes the file on this thread, chunk by chunk as the cuts are found. */

@@ -3,8 +3,8 @@
 // again, a bounded number of times, then FILE_UNSTABLE): a version is never a torn file.
 // Records are appended only after the chunk store is flushed, so no record in a log ever
 // names a chunk that a crash could lose.
-import { constants, type BigIntStats } from 'node:fs'
-import { lstat, open } from 'node:fs/promises'
+import { constants, fstatSync, lstatSync, type BigIntStats } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import { ClusterError, isClusterError } from '../consensus/cluster-error.ts'
 import type { ChunkStoreApi } from './chunk-types.ts'
 import { isLocalChunkStore } from './chunk-store.ts'
@@ -123,19 +123,22 @@ async function readOnce(options: IngestOptions): Promise<IngestedFile | null> {
   const { absolutePath, path, chunkStore } = options
   const handle = await fileCall(path, () => open(absolutePath, OPEN_FLAGS))
   try {
-    const before = await fileCall(path, () => handle.stat({ bigint: true }))
+    const before = await fileCall(path, async () => statOpenFile(handle))
     if (!before.isFile()) throw ClusterError.fileUnstable(`${path} is no longer a regular file`)
     const { file: chunked, stored } = await fileCall(path, () =>
       chunkAndHashFile(
         handle,
-        options.signal === undefined ? {} : { signal: options.signal },
+        {
+          sizeHintBytes: Number(before.size),
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+        },
         storeChunkIn(chunkStore),
       ),
     )
     // Looked at again once read, while its last chunks are still being stored.
     const [, afterStats, atPath] = await Promise.all([
       stored,
-      fileCall(path, () => handle.stat({ bigint: true })),
+      fileCall(path, async () => statOpenFile(handle)),
       inodeAtPath(absolutePath),
     ])
     const after = identityOf(afterStats)
@@ -172,10 +175,20 @@ function storeChunkIn(chunkStore: ChunkStoreApi): (chunk: HashedChunk) => Promis
     })
 }
 
+/**
+ * An open file's inode, looked at without the thread pool: the kernel has it in memory
+ * once the file is open, so the call never waits on the disk, and a trip through the pool
+ * cost a scan of small files more main-thread time than everything else it did per file.
+ */
+function statOpenFile(handle: FileHandle): BigIntStats {
+  return fstatSync(handle.fd, { bigint: true })
+}
+
 /** The inode the path names now, or null when it names nothing. */
 async function inodeAtPath(absolutePath: string): Promise<string | null> {
   try {
-    return (await lstat(absolutePath, { bigint: true })).ino.toString()
+    // Just opened by this path, so its directory entries are in memory: no thread pool (as above).
+    return lstatSync(absolutePath, { bigint: true }).ino.toString()
   } catch {
     return null
   }

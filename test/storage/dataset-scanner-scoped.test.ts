@@ -12,7 +12,12 @@ import { appendFile, mkdir, rename, rm, symlink, unlink, utimes, writeFile } fro
 import { join } from 'node:path'
 import { isClusterError } from '../../consensus/cluster-error.ts'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
-import { SCAN_SCOPES_MAX, type ScanChange, type ScanResult } from '../../storage/dataset-scanner.ts'
+import {
+  READ_AHEAD_FILES_MAX,
+  SCAN_SCOPES_MAX,
+  type ScanChange,
+  type ScanResult,
+} from '../../storage/dataset-scanner.ts'
 import { isWithin, type DatasetPath } from '../../storage/version-record.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { StoreChild } from './fixtures/child-process.ts'
@@ -278,16 +283,28 @@ test(
   'a scope that vanishes mid-scan is a warning and keeps its last version until it is scanned again',
   withTwins(async (twins) => {
     const { root, scoped } = twins
-    await start(twins, { 'first.txt': 'one', 'second.txt': 'two' })
-    await writeDatasetFile(root, 'first.txt', 'one, edited', { mtimeMs: PAST_MTIME_MS + 1 })
-    await writeDatasetFile(root, 'second.txt', 'two, edited', { mtimeMs: PAST_MTIME_MS + 1 })
-    // Batches of one: the first file's append returns before the second file is read.
+    // Files are read ahead of their turn, READ_AHEAD_FILES_MAX at once: the last of these
+    // is read only after the first one's append has returned.
+    const earlier = Array.from(
+      { length: READ_AHEAD_FILES_MAX + 1 },
+      (_, index) => `first-${String(index).padStart(2, '0')}.txt`,
+    )
+    await start(twins, {
+      ...Object.fromEntries(earlier.map((name) => [name, 'one'])),
+      'second.txt': 'two',
+    })
+    for (const name of [...earlier, 'second.txt'])
+      await writeDatasetFile(root, name, `${name}, edited`, { mtimeMs: PAST_MTIME_MS + 1 })
+    // Batches of one: the first file's append returns before the last file is read.
     const result = await scoped.scan(root, {
-      scopes: ['first.txt', 'second.txt'],
+      scopes: [...earlier, 'second.txt'],
       batchRecordsMax: 1,
       onRecorded: () => rmSync(join(root, 'second.txt'), { force: true }),
     })
-    assert.equal(kinds(result), ['put first.txt'])
+    assert.equal(
+      kinds(result),
+      earlier.map((name) => `put ${name}`),
+    )
     assert.equal(
       result.warnings.map((warning) => `${warning.code} ${warning.path}`),
       ['VANISHED second.txt'],
