@@ -20,6 +20,7 @@ import {
 import {
   FILE_READ_BYTES,
   READ_BUFFERS_PER_FILE,
+  SMALL_FILE_BYTES_MAX,
   chunkAndHashFile,
   type ChunkFileOptions,
   type ChunkedFile,
@@ -85,8 +86,13 @@ async function chunkFile(path: string, options: ChunkFileOptions = {}): Promise<
   return { file, stored: Buffer.concat(copies), allMarked }
 }
 
-async function expectSame(path: string, content: Buffer, what: string): Promise<void> {
-  const { file, stored, allMarked } = await chunkFile(path)
+async function expectSame(
+  path: string,
+  content: Buffer,
+  what: string,
+  options: ChunkFileOptions = {},
+): Promise<void> {
+  const { file, stored, allMarked } = await chunkFile(path, options)
   const expected = expectedOf(content)
   assert.is(file.fileHash, expected.fileHash, `${what}: file hash`)
   assert.is(file.sizeBytes, expected.sizeBytes, `${what}: size`)
@@ -117,6 +123,27 @@ test('a file whose first read is short is hashed on the main thread: no worker s
       await expectSame(path, content, `${sizeBytes} bytes`)
     }
     assert.is(hashWorkerThreadId(), null)
+  })
+})
+
+test('a file said to be small is read in one read, and one that grew past that is read as a big one', async () => {
+  await withTempDir(async (directory) => {
+    for (const [sizeBytes, hint] of [
+      [0, 0],
+      [1, 1],
+      [300_000, 300_000],
+      [SMALL_FILE_BYTES_MAX, SMALL_FILE_BYTES_MAX],
+      [SMALL_FILE_BYTES_MAX + 1, SMALL_FILE_BYTES_MAX], // grew by a byte since it was looked at
+      [3 * FILE_READ_BYTES, 1000], // grew a lot
+      [500, 400_000], // shrank
+    ] as const) {
+      const content = seededBytes(`hinted-${sizeBytes}-${hint}`, sizeBytes)
+      const path = join(directory, `hinted-${sizeBytes}-${hint}`)
+      await writeFile(path, content)
+      await expectSame(path, content, `${sizeBytes} bytes said to be ${hint}`, {
+        sizeHintBytes: hint,
+      })
+    }
   })
 })
 
