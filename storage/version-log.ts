@@ -40,12 +40,46 @@ export interface VersionLogWriter extends VersionLogReader {
 }
 
 const EMPTY_FINGERPRINT = 'empty'
+/**
+ * Decoded records kept for reading again: a replica's chunk sync, its index and its mirror
+ * each read every new record, and each read was a storage read and a decode. Records never
+ * change once in the log, so a kept one is always right.
+ */
+export const RECORD_CACHE_RECORDS_MAX = 4096
+export const RECORD_CACHE_BYTES_MAX = 16 * 1024 * 1024
+
+/** Recently read or appended records by seq, least recently used first. */
+class RecordCache {
+  readonly #records = new Map<number, { record: VersionRecord; bytes: number }>()
+  #bytes = 0
+
+  get(seq: number): VersionRecord | undefined {
+    const kept = this.#records.get(seq)
+    if (kept === undefined) return undefined
+    this.#records.delete(seq)
+    this.#records.set(seq, kept)
+    return kept.record
+  }
+
+  set(seq: number, record: VersionRecord, bytes: number): void {
+    if (bytes > RECORD_CACHE_BYTES_MAX || this.#records.has(seq)) return
+    this.#records.set(seq, { record, bytes })
+    this.#bytes += bytes
+    for (const [oldest, kept] of this.#records) {
+      if (this.#records.size <= RECORD_CACHE_RECORDS_MAX && this.#bytes <= RECORD_CACHE_BYTES_MAX)
+        break
+      this.#records.delete(oldest)
+      this.#bytes -= kept.bytes
+    }
+  }
+}
 
 export class VersionLog implements VersionLogWriter {
   readonly core: Hypercore
   private readonly nowMs: () => number
   private lastRecordedAtMs = 0
   private readonly download: { destroy(): void } | null
+  private readonly cache = new RecordCache()
 
   private constructor(core: Hypercore, nowMs: () => number, download: { destroy(): void } | null) {
     this.core = core
@@ -98,9 +132,13 @@ export class VersionLog implements VersionLogWriter {
       throw ClusterError.notFound(
         `version log record ${seq} is not available (length ${this.length})`,
       )
+    const kept = this.cache.get(seq)
+    if (kept !== undefined) return kept
     const block = await hypercoreCall(() => this.core.get(seq, { wait: false }))
     if (block === null) throw ClusterError.notFound(`version log record ${seq} is not stored here`)
-    return decodeRecord(block)
+    const record = decodeRecord(block)
+    this.cache.set(seq, record, block.byteLength)
+    return record
   }
 
   async fingerprint(length: number): Promise<string> {
@@ -134,6 +172,10 @@ export class VersionLog implements VersionLogWriter {
     const { length } = await this.appendBlocks(batch)
     this.lastRecordedAtMs = recordedAtMs
     assert(length === firstSeq + blocks.length, 'the log grew by exactly the appended records')
+    // Kept as a reader decodes them, so that a cached record is exactly what a read gives.
+    blocks.forEach((block, index) =>
+      this.cache.set(firstSeq + index, decodeRecord(block), block.byteLength),
+    )
     return { firstSeq, length }
   }
 
