@@ -19,6 +19,8 @@ import {
   type DatasetPath,
   type FileHash,
   type LogSeq,
+  type PatchRecord,
+  type PutRecord,
   type RecordKind,
   type VersionRecord,
 } from './version-record.ts'
@@ -89,25 +91,25 @@ function writeRecord(state: State, record: VersionRecord, sizing: boolean): void
       put(c.uint, chunk.lengthBytes)
     }
   }
+  /** What a put and a patch both say of the file version. */
+  const fileHeader = (version: PutRecord | PatchRecord): void => {
+    text(version.path)
+    put(c.uint, version.sizeBytes)
+    put(c.uint, version.mode)
+    put(c.int, version.mtimeMs)
+    put(c.fixed32, Buffer.from(version.fileHash, 'hex'))
+  }
   put(c.uint, RECORD_FORMAT_VERSION)
   put(c.uint8, KIND_TAGS[record.kind])
   put(c.uint, record.recordedAtMs)
   switch (record.kind) {
     case 'put':
-      text(record.path)
-      put(c.uint, record.sizeBytes)
-      put(c.uint, record.mode)
-      put(c.int, record.mtimeMs)
-      put(c.fixed32, Buffer.from(record.fileHash, 'hex'))
+      fileHeader(record)
       put(c.uint, record.continuationCount)
       chunkList(record.chunks)
       return
     case 'patch':
-      text(record.path)
-      put(c.uint, record.sizeBytes)
-      put(c.uint, record.mode)
-      put(c.int, record.mtimeMs)
-      put(c.fixed32, Buffer.from(record.fileHash, 'hex'))
+      fileHeader(record)
       put(c.uint, record.baseSeq)
       put(c.uint, record.edits.length)
       for (const edit of record.edits) {
@@ -157,11 +159,7 @@ function readRecord(state: State): VersionRecord {
       return {
         kind,
         recordedAtMs,
-        path: readText(state) as DatasetPath,
-        sizeBytes: readCount(state),
-        mode: readCount(state),
-        mtimeMs: c.int.decode(state),
-        fileHash: readHex32(state) as FileHash,
+        ...readFileHeader(state),
         continuationCount: readCount(state),
         chunks: readChunkList(state),
       }
@@ -169,11 +167,7 @@ function readRecord(state: State): VersionRecord {
       return {
         kind,
         recordedAtMs,
-        path: readText(state) as DatasetPath,
-        sizeBytes: readCount(state),
-        mode: readCount(state),
-        mtimeMs: c.int.decode(state),
-        fileHash: readHex32(state) as FileHash,
+        ...readFileHeader(state),
         baseSeq: readCount(state) as LogSeq,
         edits: readEdits(state),
       }
@@ -206,6 +200,20 @@ function readRecord(state: State): VersionRecord {
       }
     case 'recoveryPoint':
       return { kind, recordedAtMs, label: readText(state), timeMs: readCount(state) }
+  }
+}
+
+/** What a put and a patch both say of the file version, in the order they say it. */
+function readFileHeader(
+  state: State,
+): Pick<PutRecord, 'path' | 'sizeBytes' | 'mode' | 'mtimeMs' | 'fileHash'> {
+  // Object literal fields are evaluated in order, which is the encoding's order.
+  return {
+    path: readText(state) as DatasetPath,
+    sizeBytes: readCount(state),
+    mode: readCount(state),
+    mtimeMs: c.int.decode(state),
+    fileHash: readHex32(state) as FileHash,
   }
 }
 
