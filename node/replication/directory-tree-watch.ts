@@ -119,7 +119,9 @@ export class DirectoryTreeWatch {
   #watch(path: string, absolute: string, inode: number): void {
     const previous = this.#watches.get(path)
     if (previous !== undefined) {
-      if (previous.inode === inode) return
+      // The root replaced by another directory is the change watcher's to notice (it
+      // watches the parent) and to start watching again: never unwatched from in here.
+      if (previous.inode === inode || path === '') return
       this.#unwatchTree(path)
     }
     const watcher = watch(absolute, (type, name) => this.#onEvent(path, type, name))
