@@ -11,6 +11,7 @@ import { ClassicLevel } from 'classic-level'
 import { ClusterError } from '../consensus/cluster-error.ts'
 import { assert } from '../consensus/assert.ts'
 import { CHUNK_HASH_BYTES } from './chunk-types.ts'
+import { LocationCache } from './location-cache.ts'
 import type { RecordLocation } from './pack-format.ts'
 
 const CHUNK_PREFIX = 0x63 // 'c'
@@ -29,6 +30,8 @@ export const LOOKUP_BATCH_KEYS_MAX = 256
 /** Look-ups waiting for the next getMany. */
 interface LookupBatch {
   readonly keys: Buffer[]
+  /** write() calls begun before the batch was made: a read begun before a write may be stale. */
+  readonly writesBegun: number
   readonly values: Promise<(Buffer | undefined)[]>
 }
 
@@ -53,6 +56,9 @@ export class ChunkIndex {
   private readonly database: Database
   private readonly path: string
   private lookups: LookupBatch | null = null
+  private readonly cache = new LocationCache()
+  private writesBegun = 0
+  private writesEnded = 0
 
   private constructor(database: Database, path: string) {
     this.database = database
@@ -78,11 +84,19 @@ export class ChunkIndex {
   }
 
   async get(hash: Buffer): Promise<RecordLocation | undefined> {
+    const key = chunkKey(hash)
+    const cached = this.cache.get(key)
+    if (cached !== undefined) return cached
     let batch = this.lookups
     if (batch === null || batch.keys.length >= LOOKUP_BATCH_KEYS_MAX) batch = this.newLookupBatch()
-    const position = batch.keys.push(chunkKey(hash)) - 1
+    const position = batch.keys.push(key) - 1
     const value = (await batch.values)[position]
-    return value === undefined ? undefined : decodeLocation(hash, value)
+    if (value === undefined) return undefined
+    const location = decodeLocation(hash, value)
+    // Only what no write can have changed since the read began is remembered.
+    if (batch.writesBegun === this.writesBegun && this.writesEnded === this.writesBegun)
+      this.cache.set(key, location)
+    return location
   }
 
   /** A batch that takes look-ups until the current turn's microtasks have run, then goes out. */
@@ -90,6 +104,7 @@ export class ChunkIndex {
     const keys: Buffer[] = []
     const batch: LookupBatch = {
       keys,
+      writesBegun: this.writesBegun,
       values: Promise.resolve().then(() => {
         if (this.lookups === batch) this.lookups = null
         return this.call(() => this.database.getMany(keys))
@@ -120,16 +135,29 @@ export class ChunkIndex {
   async write(changes: IndexChanges, options: { readonly sync: boolean }): Promise<void> {
     // A chained batch: measured five times faster here than an array of operations.
     const batch = this.database.batch()
+    const putChunks: [Buffer, RecordLocation][] = []
     for (const [hash, location] of changes.putChunks ?? []) {
-      batch.put(chunkKey(hash), encodeLocation(location))
+      const key = chunkKey(hash)
+      batch.put(key, encodeLocation(location))
+      putChunks.push([key, location])
     }
-    for (const hash of changes.deleteChunks ?? []) batch.del(chunkKey(hash))
+    const deleteChunks = [...(changes.deleteChunks ?? [])].map(chunkKey)
+    for (const key of deleteChunks) batch.del(key)
     for (const pack of changes.putPacks ?? []) {
       batch.put(packKey(pack.packId), encodePackRecord(pack))
     }
     for (const packId of changes.deletePacks ?? []) batch.del(packKey(packId))
     if (batch.length === 0) return batch.close()
-    await this.call(() => batch.write({ sync: options.sync }))
+    // Forgotten before the write, so no reader is answered from memory with what it replaces.
+    for (const [key] of putChunks) this.cache.delete(key)
+    for (const key of deleteChunks) this.cache.delete(key)
+    this.writesBegun++
+    try {
+      await this.call(() => batch.write({ sync: options.sync }))
+      for (const [key, location] of putChunks) this.cache.set(key, location)
+    } finally {
+      this.writesEnded++
+    }
   }
 
   async close(): Promise<void> {
