@@ -24,3 +24,17 @@ export async function forEachBounded<T>(
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
   if (failures.length > 0) throw failures[0]
 }
+
+/** forEachBounded() that keeps each item's result, in the items' order. */
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length)
+  const positions = items.map((_, position) => position)
+  await forEachBounded(positions, limit, async (position) => {
+    results[position] = await work(items[position]!)
+  })
+  return results
+}
