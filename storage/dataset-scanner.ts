@@ -167,13 +167,15 @@ export class DatasetScanner {
     const scanStartNs = BigInt(Date.now()) * 1_000_000n
     await index.catchUp()
     const previous = new Map<DatasetPath, LiveEntry>()
-    const length = index.indexedLength
-    const inScopes = await mapBounded(scopes ?? [''], SCOPE_READS_IN_FLIGHT_MAX, async (scope) => {
-      const entries: LiveEntry[] = []
-      for await (const entry of index.entries(length, scope)) entries.push(entry)
-      return entries
-    })
-    for (const entry of inScopes.flat()) previous.set(entry.path, entry)
+    if (scopes === null) {
+      for await (const entry of index.entries(index.indexedLength)) previous.set(entry.path, entry)
+    } else {
+      // Kept in scope order, so that the scan goes the same way whichever read ends first.
+      const inScopes = await mapBounded(scopes, SCOPE_READS_IN_FLIGHT_MAX, (scope) =>
+        collect(index.entries(index.indexedLength, scope)),
+      )
+      for (const entry of inScopes.flat()) previous.set(entry.path, entry)
+    }
     const state = await this.loadScanState(scopes)
     const warnings: ScanWarning[] = []
     const { found, unknown } = await this.walk(warnings, scopes)
@@ -296,16 +298,15 @@ export class DatasetScanner {
             { gt: `${scope}/`, lt: `${scope}0` }, // '0' follows '/'
           ])
     const state = new Map<DatasetPath, ScanStateEntry>()
-    const inRanges = await mapBounded(ranges, SCOPE_READS_IN_FLIGHT_MAX, (range) =>
-      this.options.scanState.iterator(range).all(),
-    )
-    for (const [key, value] of inRanges.flat()) {
-      try {
-        state.set(key as DatasetPath, JSON.parse(value) as ScanStateEntry)
-      } catch {
-        // A damaged hint only means the file is read again.
+    await forEachBounded(ranges, SCOPE_READS_IN_FLIGHT_MAX, async (range) => {
+      for await (const [key, value] of this.options.scanState.iterator(range)) {
+        try {
+          state.set(key as DatasetPath, JSON.parse(value) as ScanStateEntry)
+        } catch {
+          // A damaged hint only means the file is read again.
+        }
       }
-    }
+    })
     return state
   }
 
@@ -861,4 +862,11 @@ function isVanished(error: unknown): boolean {
 
 function errorCode(error: unknown): string {
   return (error as NodeJS.ErrnoException).code ?? (error as Error).message
+}
+
+/** Everything an async iterable yields. */
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const all: T[] = []
+  for await (const item of items) all.push(item)
+  return all
 }
