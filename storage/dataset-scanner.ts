@@ -45,7 +45,8 @@ export const SCAN_BATCH_RECORDS_MAX = 256
 export const SCAN_BATCH_BYTES_MAX = 64 * 1024 * 1024
 /**
  * A file modified this close before the scan started may change again within the same
- * timestamp tick without its mtime moving, so it is read again next time (git's "racy clean").
+ * timestamp tick without its mtime or ctime moving, so it is read again next time (git's
+ * "racy clean").
  */
 export const RACY_MARGIN_NS = 2_000_000_000n
 /**
@@ -689,7 +690,9 @@ class ScanRun {
     }
     const operations: { type: 'put' | 'del'; key: string; value?: string }[] = []
     const remember = (path: DatasetPath, identity: FileIdentity, seq: number): void => {
-      const racy = BigInt(identity.mtimeNs) > this.scanStartNs - RACY_MARGIN_NS
+      const racy = [identity.mtimeNs, identity.ctimeNs].some(
+        (ns) => BigInt(ns) > this.scanStartNs - RACY_MARGIN_NS,
+      )
       operations.push({
         type: 'put',
         key: path,

@@ -28,6 +28,12 @@ export interface FileIdentity {
   readonly inode: string
   readonly sizeBytes: number
   readonly mtimeNs: string
+  /**
+   * Moved by every write, chmod or rename, and unlike the mtime never set back by a tool
+   * (`cp -p`, `rsync -t`, `touch -r` over a file of the same size): without it such a
+   * rewrite looked unchanged and was never recorded.
+   */
+  readonly ctimeNs: string
   readonly mode: number
 }
 
@@ -56,6 +62,7 @@ export function identityOf(stats: BigIntStats): FileIdentity {
     inode: stats.ino.toString(),
     sizeBytes: Number(stats.size),
     mtimeNs: stats.mtimeNs.toString(),
+    ctimeNs: stats.ctimeNs.toString(),
     mode: Number(stats.mode) & MODE_BITS_MAX,
   }
 }
@@ -65,6 +72,7 @@ export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
     a.inode === b.inode &&
     a.sizeBytes === b.sizeBytes &&
     a.mtimeNs === b.mtimeNs &&
+    a.ctimeNs === b.ctimeNs &&
     a.mode === b.mode
   )
 }

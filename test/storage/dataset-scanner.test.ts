@@ -4,8 +4,13 @@ import { execFileSync } from 'node:child_process'
 import { chmod, mkdir, readdir, utimes, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { NodeStore, type Dataset } from '../../storage/node-store.ts'
-import type { ScanChange, ScanWarningCode } from '../../storage/dataset-scanner.ts'
+import {
+  RACY_MARGIN_NS,
+  type ScanChange,
+  type ScanWarningCode,
+} from '../../storage/dataset-scanner.ts'
 import type { DatasetPath } from '../../storage/version-record.ts'
 import { makeTempDir, removeDir } from '../helpers/temp-dir.ts'
 import { StoreChild } from './fixtures/child-process.ts'
@@ -51,6 +56,9 @@ async function assertIndexMatchesDisk(dataset: Dataset, root: string): Promise<v
 test('a first scan records every entry; scanning an unchanged tree reads and records nothing', () =>
   withDataset(async (dataset, root) => {
     await buildSampleDataset(root)
+    // Files changed (their ctime: just now) within the racy margin of a scan are read again
+    // by the next one; past it, an unchanged tree is not read at all.
+    await sleep(Number(RACY_MARGIN_NS / 1_000_000n) + 100)
     const first = await dataset.scan(root)
     assert.equal(first.warnings, [])
     assert.equal(
@@ -293,6 +301,23 @@ test('a file modified just before a scan is read again next time, so a same-size
     await utimes(join(root, 'hot.txt'), nowSeconds, nowSeconds)
     const result = await dataset.scan(root)
     assert.equal(kinds(result.changes), ['put hot.txt'])
+  }))
+
+test('a rewrite of the same size with its old mtime put back (cp -p, rsync -t) is recorded: the ctime moved', () =>
+  withDataset(async (dataset, root) => {
+    const file = join(root, 'kept-time.txt')
+    const pastSeconds = PAST_MTIME_MS / 1000
+    await writeFile(file, 'version A')
+    await utimes(file, pastSeconds, pastSeconds)
+    // Past the racy margin, so that only the identity can tell the rewrite.
+    await sleep(Number(RACY_MARGIN_NS / 1_000_000n) + 100)
+    await dataset.scan(root)
+    await writeFile(file, 'version B')
+    await utimes(file, pastSeconds, pastSeconds)
+    const result = await dataset.scan(root)
+    assert.equal(kinds(result.changes), ['put kept-time.txt'])
+    const latest = await dataset.reader.fileVersion(path('kept-time.txt'))
+    assert.is((await readAll(await dataset.reader.open(latest))).toString(), 'version B')
   }))
 
 test('a recovery point marks the current state', () =>
