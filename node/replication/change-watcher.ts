@@ -67,9 +67,11 @@ export type ChangeWatcherStatus = 'starting' | 'watching' | 'degraded' | 'missin
 
 type Settings = Required<Omit<ChangeWatcherOptions, 'onChanges' | 'onRescan' | 'onWarning'>>
 
+/** A directory's: the birth time too, as a removed directory's inode number is soon reused. */
 interface Identity {
   readonly device: number
   readonly inode: number
+  readonly birthtimeMs: number
 }
 
 /** What a look-up found: a regular file's inode state, or anything else (reported at once). */
@@ -455,14 +457,14 @@ async function rootIdentity(
   try {
     const found = await stat(directory)
     if (!found.isDirectory()) return { problem: 'it is not a directory' }
-    return { identity: { device: found.dev, inode: found.ino } }
+    return { identity: { device: found.dev, inode: found.ino, birthtimeMs: found.birthtimeMs } }
   } catch (error) {
     return { problem: (error as NodeJS.ErrnoException).code ?? (error as Error).message }
   }
 }
 
 const sameIdentity = (a: Identity, b: Identity): boolean =>
-  a.device === b.device && a.inode === b.inode
+  a.device === b.device && a.inode === b.inode && a.birthtimeMs === b.birthtimeMs
 
 async function signatureOf(path: string): Promise<Signature> {
   try {

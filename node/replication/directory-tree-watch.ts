@@ -10,7 +10,9 @@
 // is not lost. A directory that goes (removed, or moved out) has its watches closed, with
 // everything below it. The watches of a directory moved within the tree follow its inode,
 // so a move is handled as the directory going from its old place and appearing at its new
-// one: no event is ever reported under a name the directory no longer has.
+// one: no event is ever reported under a name the directory no longer has. A directory is
+// known by its inode and its birth time together: ext4 hands a removed directory's inode
+// number to the next one made, and a watch kept for the old one would see nothing.
 import { watch, type Dirent, type FSWatcher } from 'node:fs'
 import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -35,7 +37,13 @@ export interface DirectoryTreeWatchOptions {
 
 interface DirectoryWatch {
   readonly watcher: FSWatcher
-  readonly inode: number
+  readonly identity: string
+}
+
+/** Inode and birth time (0 where the file system keeps none): one directory's, never another's. */
+async function identityOf(absolute: string): Promise<{ identity: string; isDirectory: boolean }> {
+  const found = await lstat(absolute, { bigint: true })
+  return { identity: `${found.ino}:${found.birthtimeNs}`, isDirectory: found.isDirectory() }
 }
 
 export class DirectoryTreeWatch {
@@ -66,7 +74,7 @@ export class DirectoryTreeWatch {
     assert(this.#watches.size === 0 && !this.#closed, 'a tree watch starts once')
     // The root's own watch failing is thrown (it is gone, or no watch is left): below it,
     // a directory that goes meanwhile is simply not watched.
-    this.#watch('', this.#root, (await lstat(this.#root)).ino)
+    this.#watch('', this.#root, (await identityOf(this.#root)).identity)
     await this.#watchTree('', false)
   }
 
@@ -100,11 +108,10 @@ export class DirectoryTreeWatch {
   async #watchAndList(path: string): Promise<Dirent[]> {
     if (this.#closed) return []
     const absolute = join(this.#root, path)
-    let inode: number
     try {
-      inode = (await lstat(absolute)).ino
+      const { identity } = await identityOf(absolute)
       if (this.#closed) return []
-      this.#watch(path, absolute, inode)
+      this.#watch(path, absolute, identity)
       return await readdir(absolute, { withFileTypes: true })
     } catch (caught) {
       const error = caught as NodeJS.ErrnoException
@@ -116,12 +123,12 @@ export class DirectoryTreeWatch {
     }
   }
 
-  #watch(path: string, absolute: string, inode: number): void {
+  #watch(path: string, absolute: string, identity: string): void {
     const previous = this.#watches.get(path)
     if (previous !== undefined) {
       // The root replaced by another directory is the change watcher's to notice (it
       // watches the parent) and to start watching again: never unwatched from in here.
-      if (previous.inode === inode || path === '') return
+      if (previous.identity === identity || path === '') return
       this.#unwatchTree(path)
     }
     const watcher = watch(absolute, (type, name) => this.#onEvent(path, type, name))
@@ -130,7 +137,7 @@ export class DirectoryTreeWatch {
       if (error.code !== undefined && GONE.includes(error.code)) return
       this.#options.onError(error)
     })
-    this.#watches.set(path, { watcher, inode })
+    this.#watches.set(path, { watcher, identity })
   }
 
   #onEvent(directory: string, type: string, name: string | null): void {
@@ -162,19 +169,19 @@ export class DirectoryTreeWatch {
   }
 
   async #reconcileOnce(path: string): Promise<void> {
-    let inode: number | null = null
+    let identity: string | null = null
     try {
-      const found = await lstat(join(this.#root, path))
-      if (found.isDirectory()) inode = found.ino
+      const found = await identityOf(join(this.#root, path))
+      if (found.isDirectory) identity = found.identity
     } catch (caught) {
       const error = caught as NodeJS.ErrnoException
       if (error.code === undefined || !GONE.includes(error.code)) this.#options.onError(error)
     }
     if (this.#closed) return
     const watched = this.#watches.get(path)
-    if (inode !== null && watched?.inode === inode) return
+    if (identity !== null && watched?.identity === identity) return
     this.#unwatchTree(path)
-    if (inode !== null) await this.#watchTree(path, true)
+    if (identity !== null) await this.#watchTree(path, true)
   }
 
   /** Closes the watches of `path` and of every directory below it. */

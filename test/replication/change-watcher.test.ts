@@ -1,9 +1,11 @@
 // The change watcher on real files: every kind of change, a burst of 1,000 files in nested
 // directories created during the burst, a slowly written file reported once and only when
-// complete, the rescan timer, the watched directory removed and re-created, the system's
+// complete, the rescan timer, the watched directory and one below it removed and re-created
+// (also at once, under the same inode number), the system's
 // inotify watches used up (in a user namespace of a child process with a tiny limit), and
 // close() leaving nothing behind.
 import { spawn } from 'node:child_process'
+import { mkdirSync, rmSync, statSync } from 'node:fs'
 import { appendFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'uvu'
@@ -178,6 +180,31 @@ test('a directory removed and made again: the new one is watched', async () => {
     reported.clear()
     await writeFile(join(directory, 'again/two.txt'), '2')
     await waitFor('a file in the new directory', () => reported.has('again/two.txt'))
+  } finally {
+    await harness.stop()
+  }
+})
+
+test('a directory removed and made again at once, under the same inode number: the new one is watched', async () => {
+  const harness = await watched()
+  const { directory, reported } = harness
+  try {
+    const again = join(directory, 'again')
+    await mkdir(again)
+    await writeFile(join(again, 'one.txt'), '1')
+    await waitFor('the first file', () => reported.has('again/one.txt'))
+    const before = statSync(again).ino
+    // In one step, so that the watcher looks only once both are done: ext4 gives the new
+    // directory the inode number the old one had, and only its birth time tells them apart.
+    rmSync(again, { recursive: true })
+    mkdirSync(again)
+    const reused = statSync(again).ino === before
+    reported.clear()
+    await sleep(100)
+    await writeFile(join(again, 'two.txt'), '2')
+    await waitFor(`a file in the new directory (inode number reused: ${reused})`, () =>
+      reported.has('again/two.txt'),
+    )
   } finally {
     await harness.stop()
   }
