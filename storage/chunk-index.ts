@@ -30,8 +30,11 @@ export const LOOKUP_BATCH_KEYS_MAX = 256
 /** Look-ups waiting for the next getMany. */
 interface LookupBatch {
   readonly keys: Buffer[]
-  /** write() calls begun before the batch was made: a read begun before a write may be stale. */
-  readonly writesBegun: number
+  /**
+   * The write() calls begun when the batch was made, or null if one was still running then:
+   * only a read that no write overlapped is remembered (one that did may answer either side).
+   */
+  readonly writesBegun: number | null
   readonly values: Promise<(Buffer | undefined)[]>
 }
 
@@ -58,7 +61,7 @@ export class ChunkIndex {
   private lookups: LookupBatch | null = null
   private readonly cache = new LocationCache()
   private writesBegun = 0
-  private writesEnded = 0
+  private writesRunning = 0
 
   private constructor(database: Database, path: string) {
     this.database = database
@@ -93,9 +96,7 @@ export class ChunkIndex {
     const value = (await batch.values)[position]
     if (value === undefined) return undefined
     const location = decodeLocation(hash, value)
-    // Only what no write can have changed since the read began is remembered.
-    if (batch.writesBegun === this.writesBegun && this.writesEnded === this.writesBegun)
-      this.cache.set(key, location)
+    if (batch.writesBegun === this.writesBegun) this.cache.set(key, location)
     return location
   }
 
@@ -104,7 +105,7 @@ export class ChunkIndex {
     const keys: Buffer[] = []
     const batch: LookupBatch = {
       keys,
-      writesBegun: this.writesBegun,
+      writesBegun: this.writesRunning === 0 ? this.writesBegun : null,
       values: Promise.resolve().then(() => {
         if (this.lookups === batch) this.lookups = null
         return this.call(() => this.database.getMany(keys))
@@ -152,11 +153,12 @@ export class ChunkIndex {
     for (const [key] of putChunks) this.cache.delete(key)
     for (const key of deleteChunks) this.cache.delete(key)
     this.writesBegun++
+    this.writesRunning++
     try {
       await this.call(() => batch.write({ sync: options.sync }))
       for (const [key, location] of putChunks) this.cache.set(key, location)
     } finally {
-      this.writesEnded++
+      this.writesRunning--
     }
   }
 
